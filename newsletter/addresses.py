@@ -1,0 +1,46 @@
+"""Email addresses and reader names: validated once, where they enter, so headers stay clean."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import SubscriberError
+
+MAX_NAME_LENGTH = 200
+
+
+def normalise_address(raw: str) -> str:
+    """The address as stored and mailed to: checked syntax, ASCII (IDNA) domain, no DNS look-up."""
+    candidate = raw.strip()
+    if not candidate:
+        raise SubscriberError("an empty address is not an email address")
+    if _has_control_characters(candidate):
+        raise SubscriberError(f"{candidate!r} contains control characters")
+    try:
+        # SMTPUTF8 local parts are refused: most servers still cannot deliver them.
+        result = validate_email(candidate, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        raise SubscriberError(f"{candidate!r} is not a valid email address: {e}") from None
+    return result.ascii_email or result.normalized
+
+
+def clean_name(raw: str | None) -> str:
+    """A reader's name fit for a To header: trimmed, no line breaks or other control characters."""
+    name = " ".join((raw or "").split(" ")).strip()
+    if _has_control_characters(name):
+        raise SubscriberError(f"the name {name!r} contains line breaks or control characters")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SubscriberError(f"a name may be at most {MAX_NAME_LENGTH} characters long")
+    return name
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
+
+
+def mask_address(email: str) -> str:
+    """j***@example.org: enough for a reader to recognise, too little for a passer-by."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'*' * max(len(local) - 1, 3)}@{domain}"

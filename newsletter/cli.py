@@ -1,0 +1,412 @@
+"""The command line: parse, load settings, call the core, print. No SQL or SMTP here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+import webbrowser
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from sqlite_utils import Database
+
+from . import db as store
+from . import sender, subscriber_csv
+from .addresses import clean_name, normalise_address
+from .config import Settings, load_settings
+from .errors import NewsletterError
+from .posts import find_post, load_posts
+
+app = typer.Typer(
+    help="Publish a Markdown blog as an email newsletter.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never show the SMTP password
+    add_completion=False,
+)
+subscribers_app = typer.Typer(help="Keep the list of readers.", no_args_is_help=True)
+app.add_typer(subscribers_app, name="subscribers")
+
+STATUS_CHOICES = ("active", "unsubscribed", "bounced", "pending", "all")
+SAMPLE_READER = ("Sample Reader", "reader@example.org", "sample-unsubscribe-token")
+
+
+@dataclass(frozen=True)
+class _Invocation:
+    directory: Path | None = None
+    debug: bool = False
+
+
+_invocation: ContextVar[_Invocation] = ContextVar(
+    "invocation",
+    default=_Invocation(),  # noqa: B039 - frozen, so not shared mutable state
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the core's errors into one `Error: ...` line and exit code 1 (--debug re-raises)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except NewsletterError as e:
+            if _invocation.get().debug:
+                raise
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--directory", "-C", help="The newsletter directory (default: here)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    _invocation.set(_Invocation(directory=directory, debug=debug))
+
+
+def _settings() -> Settings:
+    return load_settings(_invocation.get().directory)
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    db = store.open_db(settings.db_path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _json_line(record: dict[str, Any]) -> None:
+    typer.echo(json.dumps(record, ensure_ascii=False, default=str))
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+@subscribers_app.command("add")
+@reports_errors
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="The reader's address.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="The reader's name.")] = "",
+) -> None:
+    """Add a reader to the list (active at once: you vouch for their consent)."""
+    address, clean = normalise_address(email), clean_name(name)
+    with _database(_settings()) as db:
+        subscriber = store.add_subscriber(db, address, clean, source="cli")
+    typer.echo(f"Added {subscriber.email}")
+
+
+@subscribers_app.command("remove")
+@reports_errors
+def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
+    """Unsubscribe a reader; the row stays so no import can bring them back."""
+    with _database(_settings()) as db:
+        subscriber = store.require_subscriber(db, normalise_address(email))
+        store.set_status(db, subscriber.id, "unsubscribed")
+    typer.echo(f"Unsubscribed {subscriber.email}")
+
+
+@subscribers_app.command("delete")
+@reports_errors
+def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
+    """Erase a reader and their address in the send log (the right to erasure)."""
+    with _database(_settings()) as db:
+        subscriber = store.delete_subscriber(db, normalise_address(email))
+    typer.echo(f"Deleted {subscriber.email} and erased them from the send log")
+
+
+@subscribers_app.command("list")
+@reports_errors
+def subscribers_list(
+    status: Annotated[
+        str, typer.Option("--status", "-s", help="active, unsubscribed, bounced, pending or all.")
+    ] = "active",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List readers, a table for people or JSON lines for programs."""
+    if status not in STATUS_CHOICES:
+        typer.echo(f"Error: --status must be one of {', '.join(STATUS_CHOICES)}", err=True)
+        raise typer.Exit(2)
+    out = sys.stdout
+    with _database(_settings()) as db:
+        count = 0
+        if not as_json:
+            out.write(f"{'EMAIL':<40} {'STATUS':<12} {'SOURCE':<6} {'SINCE':<25} NAME\n")
+        for subscriber in store.iter_subscribers(db, status):
+            count += 1
+            if as_json:
+                out.write(json.dumps(asdict(subscriber), ensure_ascii=False) + "\n")
+            else:
+                out.write(
+                    f"{subscriber.email:<40} {subscriber.status:<12} {subscriber.source:<6} "
+                    f"{subscriber.created_at:<25} {subscriber.name}\n"
+                )
+        if not as_json:
+            out.write(f"{count} {'reader' if count == 1 else 'readers'}\n")
+    out.flush()
+
+
+@subscribers_app.command("import")
+@reports_errors
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(help="A CSV: Mailchimp, Substack, Buttondown or plain.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and count, change nothing.")
+    ] = False,
+) -> None:
+    """Import readers from a CSV; addresses already on the list are left as they are."""
+    with _database(_settings()) as db:
+        report = subscriber_csv.import_csv(db, file, dry_run=dry_run)
+    for line, reason in report.rejected[:50]:
+        typer.echo(f"line {line}: {reason}", err=True)
+    if len(report.rejected) > 50:
+        typer.echo(f"... and {len(report.rejected) - 50} more rejected lines", err=True)
+    verb = "Would add" if dry_run else "Added"
+    typer.echo(
+        f"{verb} {report.added}, skipped {report.skipped} already on the list, "
+        f"rejected {len(report.rejected)}"
+    )
+
+
+@subscribers_app.command("export")
+@reports_errors
+def subscribers_export(
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Export every reader as CSV (imports back unchanged)."""
+    with _database(_settings()) as db:
+        if file is None:
+            subscriber_csv.export_csv(db, sys.stdout)
+            return
+        try:
+            with file.open("w", encoding="utf-8", newline="") as out:
+                count = subscriber_csv.export_csv(db, out)
+        except OSError as e:
+            raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
+    typer.echo(f"Exported {count} readers to {file}", err=True)
+
+
+# --- posts, preview -------------------------------------------------------------------------
+
+
+@app.command("posts")
+@reports_errors
+def posts_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List the posts, newest first, and whether each has been sent."""
+    settings = _settings()
+    posts = load_posts(settings.posts_dir)
+    with _database(settings) as db:
+        logs = store.post_logs(db)
+    for post in posts:
+        log = logs.get(post.slug)
+        sent = log.sent if log else 0
+        if as_json:
+            _json_line(
+                {
+                    "slug": post.slug,
+                    "date": post.date.isoformat(),
+                    "title": post.title,
+                    "sent": sent > 0,
+                    "sent_to": sent,
+                }
+            )
+        else:
+            state = f"sent to {sent}" if sent else "not sent"
+            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {state:<14} {post.title}")
+
+
+@app.command("preview")
+@reports_errors
+def preview(
+    slug: Annotated[str | None, typer.Argument(help="The post (default: the newest).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+    text: Annotated[bool, typer.Option("--text", help="The plain-text part.")] = False,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False,
+) -> None:
+    """Show the finished email of a post, as a sample reader will get it."""
+    settings = _settings()
+    issue = sender.prepare_issue(settings, find_post(settings.posts_dir, slug))
+    body = issue.text_for(*SAMPLE_READER) if text else issue.html_for(*SAMPLE_READER)
+    if open_browser and out is None:
+        suffix = ".txt" if text else ".html"
+        with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as f:
+            out = Path(f.name)
+    if out is None:
+        typer.echo(body, nl=False)
+        return
+    try:
+        out.write_text(body, encoding="utf-8")
+    except OSError as e:
+        raise NewsletterError(f"cannot write {out}: {e.strerror}") from e
+    typer.echo(f"Wrote {out}", err=True)
+    if open_browser:
+        webbrowser.open(out.resolve().as_uri())
+
+
+# --- send, log ------------------------------------------------------------------------------
+
+
+@app.command("send")
+@reports_errors
+def send(
+    slug: Annotated[str | None, typer.Argument(help="The post (default: the newest).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render every message, send nothing.")
+    ] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Send one test copy to this address only.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Send a post to every active reader who has not had it yet."""
+    settings = _settings()
+    post = find_post(settings.posts_dir, slug)
+    where = (
+        f"SMTP {settings.smtp_host}:{settings.smtp_port}"
+        if settings.uses_smtp
+        else f"the outbox {settings.outbox.relative_to(settings.directory)}/"
+        if settings.outbox.is_relative_to(settings.directory)
+        else f"the outbox {settings.outbox}"
+    )
+    if not settings.postal_address:
+        typer.echo(
+            "Warning: NEWSLETTER_POSTAL_ADDRESS is not set; bulk mail should carry a postal "
+            "address (CAN-SPAM)",
+            err=True,
+        )
+    if to is not None:
+        reply = sender.send_test(settings, post, to)
+        typer.echo(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})")
+        return
+
+    settings.sender  # noqa: B018 - a missing From is reported before anything else
+    with _database(settings) as db:
+        due = sender.count_due(db, post.slug)
+        active = store.count_subscribers(db, "active")
+    if active == 0:
+        raise NewsletterError(
+            "there are no active subscribers; add one with `newsletter subscribers add EMAIL`"
+        )
+    if due == 0:
+        typer.echo(f"“{post.title}” has already been sent to every active reader; nothing to do.")
+        return
+    typer.echo(f"“{post.title}” ({post.slug}) to {due} of {active} active readers via {where}")
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise NewsletterError("not sending without confirmation: run with --yes")
+        if not typer.confirm("Send it now?", default=False):
+            raise typer.Exit(1)
+
+    with _progress(due, dry_run) as advance:
+        report = sender.send_post(settings, post, dry_run=dry_run, progress=advance)
+    typer.echo(_summary(report))
+    for failure in report.failures[:10]:
+        typer.echo(f"  failed: {failure}", err=True)
+    if report.stopped:
+        typer.echo(f"Error: stopped early: {report.stopped}", err=True)
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(total: int, dry_run: bool) -> Iterator[Callable[[str], None] | None]:
+    """A progress bar (count, rate, time left) on a terminal; nothing when piped."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("rendering" if dry_run else "sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("send", total=total, rate="")
+
+        def advance(_outcome: str) -> None:
+            speed = bar.tasks[0].speed
+            bar.update(task, advance=1, rate=f"{speed:,.0f}/s" if speed else "")
+
+        yield advance
+
+
+def _summary(report: sender.SendReport) -> str:
+    if report.dry_run:
+        return (
+            f"Dry run: {report.due} messages rendered ({report.message_bytes / 1e6:.1f} MB), "
+            f"nothing sent, in {report.seconds:.1f}s"
+        )
+    rate = report.sent / report.seconds if report.seconds else 0
+    return (
+        f"Sent {report.sent}, failed {report.failed}, bounced {report.bounced}, "
+        f"skipped {report.skipped} in {report.seconds:.1f}s ({rate:,.0f}/s)"
+    )
+
+
+@app.command("log")
+@reports_errors
+def log(
+    slug: Annotated[str | None, typer.Argument(help="One post: a line per reader.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Read the send log: a line per post, or a line per reader of one post."""
+    with _database(_settings()) as db:
+        if slug is None:
+            for post_log in store.post_logs(db).values():
+                if as_json:
+                    _json_line(asdict(post_log))
+                else:
+                    typer.echo(
+                        f"{post_log.slug:<32} sent {post_log.sent:>6}  failed {post_log.failed:>4}"
+                        f"  bounced {post_log.bounced:>4}  pending {post_log.pending:>4}"
+                        f"  tests {post_log.tests:>3}  last {post_log.last_sent_at or '-'}"
+                    )
+            return
+        out = sys.stdout
+        found = False
+        for delivery in store.iter_deliveries(db, slug):
+            found = True
+            if as_json:
+                out.write(json.dumps(asdict(delivery), ensure_ascii=False) + "\n")
+            else:
+                who = delivery.email or "(erased)"
+                kind = " test" if delivery.test else ""
+                out.write(
+                    f"{who:<40} {delivery.status:<8}{kind} attempts {delivery.attempts}"
+                    f"  {delivery.updated_at}  {delivery.last_reply or ''}\n"
+                )
+        if not found:
+            raise NewsletterError(f"nothing in the send log for {slug!r}")

@@ -1,0 +1,222 @@
+"""Settings: the real environment wins, then ./.env, then the defaults below.
+
+A newsletter is a directory. Relative paths in settings are taken from that directory, so a
+command behaves the same whichever way it was started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .addresses import normalise_address
+from .errors import ConfigError, SubscriberError
+
+SmtpSecurity = Literal["starttls", "ssl", "none"]
+SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
+DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
+PREFIX = "NEWSLETTER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about one newsletter directory."""
+
+    directory: Path
+    db_path: Path
+    posts_dir: Path
+    templates_dir: Path
+    outbox: Path
+    title: str
+    from_address: Address | None
+    base_url: str
+    secret_keys: tuple[str, ...]
+    postal_address: str
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: SmtpSecurity = "starttls"
+    smtp_timeout: float = 30.0
+    smtp_connections: int = 4
+    smtp_rate: float | None = None
+    smtp_messages_per_connection: int = 1000
+    smtp_max_attempts: int = 4
+    smtp_retry_delay: float = 2.0
+    max_consecutive_failures: int = 10
+    bounce_limit: int = 3
+    dkim_key_file: Path | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    subscribe_limit_per_hour: int = 5
+
+    def __repr__(self) -> str:
+        # Never let a password or key reach a log line or a traceback.
+        return f"Settings(directory={str(self.directory)!r})"
+
+    @property
+    def sender(self) -> Address:
+        """The From address; sending without one is a configuration error."""
+        if self.from_address is None:
+            raise ConfigError(
+                "NEWSLETTER_FROM is not set: add e.g. NEWSLETTER_FROM="
+                "'Jane Author <jane@example.org>' to .env"
+            )
+        return self.from_address
+
+    @property
+    def uses_smtp(self) -> bool:
+        return self.smtp_host is not None
+
+
+T = TypeVar("T")
+
+
+def load_settings(
+    directory: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the settings of the newsletter in `directory` (the current one by default)."""
+    directory = (directory or Path.cwd()).resolve()
+    environ = os.environ if environ is None else environ
+    dotenv_file = directory / ".env"
+    from_file = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    values = {**from_file, **{k: v for k, v in environ.items() if k.startswith(PREFIX)}}
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = values.get(PREFIX + name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def parse(name: str, convert: Callable[[str], T], default: T, what: str) -> T:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            return convert(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name} must be {what}, not {raw!r}") from None
+
+    def path(name: str, default: str) -> Path:
+        return directory / Path(get(name, default) or default)
+
+    security = (get("SMTP_SECURITY", "starttls") or "starttls").lower()
+    if security not in SMTP_SECURITY_CHOICES:
+        raise ConfigError(
+            f"{PREFIX}SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "
+            f"not {security!r}"
+        )
+    from_address = _parse_from(get("FROM"))
+    dkim_key_file = get("DKIM_KEY_FILE")
+    secret = get("SECRET_KEY")
+
+    return Settings(
+        directory=directory,
+        db_path=path("DB", "newsletter.db"),
+        posts_dir=path("POSTS_DIR", "posts"),
+        templates_dir=path("TEMPLATES_DIR", "templates"),
+        outbox=path("OUTBOX", "outbox"),
+        title=get("TITLE") or (from_address.display_name if from_address else "") or "Newsletter",
+        from_address=from_address,
+        base_url=_parse_base_url(get("BASE_URL", "http://127.0.0.1:8000") or ""),
+        secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()) if secret else (),
+        postal_address=get("POSTAL_ADDRESS", "") or "",
+        smtp_host=get("SMTP_HOST"),
+        smtp_port=parse("SMTP_PORT", _port, DEFAULT_PORTS[security], "a port number (1-65535)"),
+        smtp_username=get("SMTP_USERNAME"),
+        smtp_password=values.get(PREFIX + "SMTP_PASSWORD") or None,
+        smtp_security=security,  # type: ignore[arg-type]
+        smtp_timeout=parse("SMTP_TIMEOUT", _positive(float), 30.0, "a number of seconds"),
+        smtp_connections=parse(
+            "SMTP_CONNECTIONS", _at_least(1, 64), 4, "a whole number from 1 to 64"
+        ),
+        smtp_rate=parse("SMTP_RATE", _positive(float), None, "messages per second, above 0"),
+        smtp_messages_per_connection=parse(
+            "SMTP_MESSAGES_PER_CONNECTION", _at_least(1), 1000, "a whole number of 1 or more"
+        ),
+        smtp_max_attempts=parse("SMTP_MAX_ATTEMPTS", _at_least(1, 20), 4, "1 to 20"),
+        smtp_retry_delay=parse(
+            "SMTP_RETRY_DELAY", _at_least_float(0.0), 2.0, "a number of seconds (0 or more)"
+        ),
+        max_consecutive_failures=parse(
+            "MAX_CONSECUTIVE_FAILURES", _at_least(1), 10, "a whole number of 1 or more"
+        ),
+        bounce_limit=parse("BOUNCE_LIMIT", _at_least(1), 3, "a whole number of 1 or more"),
+        dkim_key_file=directory / dkim_key_file if dkim_key_file else None,
+        dkim_selector=get("DKIM_SELECTOR"),
+        dkim_domain=get("DKIM_DOMAIN"),
+        subscribe_limit_per_hour=parse(
+            "SUBSCRIBE_LIMIT_PER_HOUR", _at_least(1), 5, "a whole number of 1 or more"
+        ),
+    )
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError(raw)
+    return port
+
+
+def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        number = int(raw)
+        if number < low or (high is not None and number > high):
+            raise ValueError(raw)
+        return number
+
+    return convert
+
+
+def _at_least_float(low: float) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        number = float(raw)
+        if not number >= low:  # also rejects nan
+            raise ValueError(raw)
+        return number
+
+    return convert
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def convert(raw: str) -> float:
+        number = kind(raw)
+        if not number > 0:
+            raise ValueError(raw)
+        return number
+
+    return convert
+
+
+def _parse_from(raw: str | None) -> Address | None:
+    if raw is None:
+        return None
+    if any(ord(c) < 32 for c in raw):
+        raise ConfigError("NEWSLETTER_FROM must not contain control characters")
+    name, addr = parseaddr(raw)
+    try:
+        email = normalise_address(addr or raw)
+    except SubscriberError:
+        raise ConfigError(
+            f"NEWSLETTER_FROM must be an address like 'Jane Author <jane@example.org>', not {raw!r}"
+        ) from None
+    username, domain = email.rsplit("@", 1)
+    return Address(display_name=name, username=username, domain=domain)
+
+
+def _parse_base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c in raw for c in " <>\"'"):
+        raise ConfigError(
+            f"NEWSLETTER_BASE_URL must be an http(s) URL such as https://news.example.org, "
+            f"not {raw!r}"
+        )
+    return raw.rstrip("/")

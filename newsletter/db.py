@@ -1,0 +1,586 @@
+"""The subscriber list and the send log in SQLite: the schema, its migrations and every query.
+
+`serve` and `send` share one file, so it runs in WAL mode with a busy timeout. Every write
+outside `db.atomic()` commits on its own: a delivery marked sent is on disk before the next one
+is marked (synchronous=NORMAL in WAL mode survives a killed process; see README for power loss).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from .errors import DatabaseError, SubscriberError
+
+SubscriberStatus = Literal["active", "unsubscribed", "bounced", "pending"]
+SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = ("active", "unsubscribed", "bounced", "pending")
+DeliveryStatus = Literal["pending", "sent", "failed", "bounced", "skipped"]
+BUSY_TIMEOUT_SECONDS = 30.0
+
+migrations = Migrations("newsletter")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    for statement in (
+        """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+        # AUTOINCREMENT: an id is never reused, so an erased reader's old link cannot
+        # unsubscribe whoever joins next.
+        """CREATE TABLE subscribers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL
+                CHECK (status IN ('active', 'unsubscribed', 'bounced', 'pending')),
+            source TEXT NOT NULL CHECK (source IN ('cli', 'import', 'web')),
+            created_at TEXT NOT NULL,
+            status_changed_at TEXT NOT NULL,
+            bounces INTEGER NOT NULL DEFAULT 0,
+            consent_at TEXT,
+            consent_ip TEXT,
+            consent_user_agent TEXT,
+            consent_form TEXT,
+            confirmation_sent_at TEXT
+        )""",
+        "CREATE INDEX subscribers_status ON subscribers (status, id)",
+        """CREATE TABLE sends (
+            id INTEGER PRIMARY KEY,
+            slug TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('real', 'test')),
+            status TEXT NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'finished', 'stopped', 'interrupted')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            sent INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            bounced INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            note TEXT
+        )""",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            slug TEXT NOT NULL,
+            subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+            email TEXT,
+            test INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'sent', 'failed', 'bounced', 'skipped')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_reply TEXT,
+            message_id TEXT,
+            send_id INTEGER REFERENCES sends (id),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (slug, subscriber_id)
+        )""",
+        "CREATE INDEX deliveries_slug_status ON deliveries (slug, status, id)",
+        "CREATE INDEX deliveries_subscriber ON deliveries (subscriber_id)",
+    ):
+        db.execute(statement)
+
+
+def open_db(path: Path) -> Database:
+    """Open (creating if needed) and migrate the database; a bad file is a DatabaseError."""
+    if path.exists() and not path.is_file():
+        raise DatabaseError(f"{path} is not a file")
+    try:
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        db = Database(conn)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        migrations.apply(db)
+    except sqlite3.DatabaseError as e:
+        raise DatabaseError(f"cannot open the database {path}: {e}") from e
+    return db
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- the secret key -------------------------------------------------------------------------
+
+
+def stored_secret_key(db: Database) -> str:
+    """The key made on first use and kept in the database, so links keep working."""
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
+        [secrets.token_urlsafe(32)],
+    )
+    return db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()[0]
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: SubscriberStatus
+    source: str
+    created_at: str
+    status_changed_at: str
+    bounces: int = 0
+    consent_at: str | None = None
+    consent_ip: str | None = None
+    consent_user_agent: str | None = None
+    consent_form: str | None = None
+    confirmation_sent_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Where a reader agreed to receive mail: kept to show it later (GDPR art. 7)."""
+
+    at: str
+    ip: str | None
+    user_agent: str | None
+    form: str
+
+
+SUBSCRIBER_COLUMNS = ", ".join(Subscriber.__dataclass_fields__)
+
+
+def _subscriber(row: tuple[Any, ...] | None) -> Subscriber | None:
+    return Subscriber(*row) if row else None
+
+
+def get_subscriber(db: Database, email: str) -> Subscriber | None:
+    row = db.execute(
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email = ?", [email]
+    ).fetchone()
+    return _subscriber(row)
+
+
+def get_subscriber_by_id(db: Database, subscriber_id: int) -> Subscriber | None:
+    row = db.execute(
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id = ?", [subscriber_id]
+    ).fetchone()
+    return _subscriber(row)
+
+
+def require_subscriber(db: Database, email: str) -> Subscriber:
+    subscriber = get_subscriber(db, email)
+    if subscriber is None:
+        raise SubscriberError(f"{email} is not on the list")
+    return subscriber
+
+
+def add_subscriber(
+    db: Database,
+    email: str,
+    name: str = "",
+    *,
+    source: str = "cli",
+    status: SubscriberStatus = "active",
+    consent: Consent | None = None,
+) -> Subscriber:
+    """Add a reader whose address and name are already normalised; refuse one already there."""
+    existing = get_subscriber(db, email)
+    if existing is not None:
+        raise SubscriberError(f"{existing.email} is already on the list ({existing.status})")
+    stamp = now()
+    db.execute(
+        "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at,"
+        " consent_at, consent_ip, consent_user_agent, consent_form)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            email,
+            name,
+            status,
+            source,
+            stamp,
+            stamp,
+            consent.at if consent else None,
+            consent.ip if consent else None,
+            consent.user_agent if consent else None,
+            consent.form if consent else None,
+        ],
+    )
+    return require_subscriber(db, email)
+
+
+def set_status(db: Database, subscriber_id: int, status: SubscriberStatus) -> None:
+    """Change a reader's status; the time of the change is kept only when it really changes."""
+    db.execute(
+        "UPDATE subscribers SET status = ?, status_changed_at = ? WHERE id = ? AND status != ?",
+        [status, now(), subscriber_id, status],
+    )
+
+
+def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
+    db.execute(
+        "UPDATE subscribers SET consent_at = ?, consent_ip = ?, consent_user_agent = ?,"
+        " consent_form = ? WHERE id = ?",
+        [consent.at, consent.ip, consent.user_agent, consent.form, subscriber_id],
+    )
+
+
+def note_confirmation_sent(db: Database, subscriber_id: int) -> None:
+    db.execute(
+        "UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [now(), subscriber_id]
+    )
+
+
+def delete_subscriber(db: Database, email: str) -> Subscriber:
+    """Erase a person: their row, and their address in the send log (the counts stay)."""
+    subscriber = require_subscriber(db, email)
+    with db.atomic():
+        db.execute(
+            "UPDATE deliveries SET email = NULL, subscriber_id = NULL WHERE subscriber_id = ?",
+            [subscriber.id],
+        )
+        db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
+    return subscriber
+
+
+def iter_subscribers(db: Database, status: str = "all", batch: int = 2000) -> Iterator[Subscriber]:
+    """Stream readers in id order, a batch at a time, so no list is held whole in memory."""
+    last_id = 0
+    where = "" if status == "all" else "status = ? AND"
+    params_head: list[Any] = [] if status == "all" else [status]
+    while True:
+        rows = db.execute(
+            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} id > ?"
+            " ORDER BY id LIMIT ?",
+            [*params_head, last_id, batch],
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield Subscriber(*row)
+        last_id = rows[-1][0]
+
+
+def count_subscribers(db: Database, status: str = "active") -> int:
+    return db.execute("SELECT count(*) FROM subscribers WHERE status = ?", [status]).fetchone()[0]
+
+
+@dataclass(frozen=True)
+class NewSubscriber:
+    """One valid row of an import, ready to insert."""
+
+    email: str
+    name: str
+    status: SubscriberStatus = "active"
+    created_at: str | None = None
+    source: str = "import"
+
+
+def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_run: bool) -> int:
+    """Insert the rows whose address is not on the list yet; return how many were added.
+
+    An address already there, whatever its status, is left as it is: an import never brings back
+    a reader who unsubscribed or bounced. A dry run does the same work and rolls it back, so its
+    figures are the real ones.
+    """
+    stamp = now()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        before = db.conn.total_changes
+        db.conn.executemany(
+            "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
+            " status_changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ((r.email, r.name, r.status, r.source, r.created_at or stamp, stamp) for r in rows),
+        )
+        added = db.conn.total_changes - before
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("ROLLBACK" if dry_run else "COMMIT")
+    return added
+
+
+# --- the send log ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One post to one reader: the row that makes a send exactly-once."""
+
+    id: int
+    slug: str
+    subscriber_id: int | None
+    email: str | None
+    test: bool
+    status: DeliveryStatus
+    attempts: int
+    last_reply: str | None
+    message_id: str | None
+    send_id: int | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+DELIVERY_COLUMNS = ", ".join(Delivery.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A reader who still needs the post, as the sender streams them."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+def start_send(db: Database, slug: str, kind: str) -> int:
+    cursor = db.execute(
+        "INSERT INTO sends (slug, kind, started_at) VALUES (?, ?, ?)", [slug, kind, now()]
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def finish_send(
+    db: Database,
+    send_id: int,
+    *,
+    status: str,
+    sent: int,
+    failed: int,
+    bounced: int,
+    skipped: int,
+    note: str | None = None,
+) -> None:
+    db.execute(
+        "UPDATE sends SET status = ?, finished_at = ?, sent = ?, failed = ?, bounced = ?,"
+        " skipped = ?, note = ? WHERE id = ?",
+        [status, now(), sent, failed, bounced, skipped, note, send_id],
+    )
+
+
+def mark_interrupted_sends(db: Database) -> int:
+    """Runs still 'running' when no send holds the lock were killed; say so in the log."""
+    cursor = db.execute(
+        "UPDATE sends SET status = 'interrupted' WHERE status = 'running'",
+    )
+    return cursor.rowcount
+
+
+def queue_deliveries(db: Database, slug: str) -> None:
+    """Give every active reader who has no delivery of this post a pending one.
+
+    Readers who left since an earlier run are marked skipped, so the log shows why they got
+    nothing; one who comes back is picked up again.
+    """
+    stamp = now()
+    with db.atomic():
+        db.execute(
+            "INSERT OR IGNORE INTO deliveries (slug, subscriber_id, email, status, created_at,"
+            " updated_at) SELECT ?, id, email, 'pending', ?, ? FROM subscribers"
+            " WHERE status = 'active'",
+            [slug, stamp, stamp],
+        )
+        db.execute(
+            "UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE slug = ?"
+            " AND test = 0 AND status IN ('pending', 'failed') AND subscriber_id IN"
+            " (SELECT id FROM subscribers WHERE status != 'active')",
+            [stamp, slug],
+        )
+        db.execute(
+            "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE slug = ?"
+            " AND test = 0 AND status = 'skipped' AND subscriber_id IN"
+            " (SELECT id FROM subscribers WHERE status = 'active')",
+            [stamp, slug],
+        )
+
+
+def count_outstanding(db: Database, slug: str) -> int:
+    return db.execute(
+        "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0"
+        " AND status IN ('pending', 'failed')",
+        [slug],
+    ).fetchone()[0]
+
+
+def count_delivered(db: Database, slug: str) -> int:
+    return db.execute(
+        "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0 AND status = 'sent'", [slug]
+    ).fetchone()[0]
+
+
+def iter_outstanding(db: Database, slug: str, batch: int = 500) -> Iterator[Recipient]:
+    """Stream the readers who still need this post, in id order, a batch at a time."""
+    last_id = 0
+    while True:
+        rows = db.execute(
+            "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d"
+            " JOIN subscribers s ON s.id = d.subscriber_id"
+            " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
+            " AND d.id > ? AND s.status = 'active' ORDER BY d.id LIMIT ?",
+            [slug, last_id, batch],
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield Recipient(*row)
+        last_id = rows[-1][0]
+
+
+def is_active(db: Database, subscriber_id: int) -> bool:
+    row = db.execute("SELECT status FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
+    return bool(row) and row[0] == "active"
+
+
+def record_delivery(
+    db: Database,
+    delivery_id: int,
+    *,
+    status: DeliveryStatus,
+    attempts: int,
+    reply: str | None,
+    message_id: str | None,
+    send_id: int,
+) -> None:
+    """Write one delivery's outcome; committed by itself the moment it is known."""
+    stamp = now()
+    db.execute(
+        "UPDATE deliveries SET status = ?, attempts = ?, last_reply = ?, message_id = ?,"
+        " send_id = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END"
+        " WHERE id = ?",
+        [status, attempts, reply, message_id, send_id, stamp, status, stamp, delivery_id],
+    )
+
+
+def record_bounce(
+    db: Database,
+    delivery_id: int,
+    subscriber_id: int,
+    *,
+    attempts: int,
+    reply: str,
+    message_id: str,
+    send_id: int,
+    hard: bool,
+    bounce_limit: int,
+) -> bool:
+    """Mark a delivery bounced and count it against the reader; True if the reader is now out."""
+    with db.atomic():
+        record_delivery(
+            db,
+            delivery_id,
+            status="bounced",
+            attempts=attempts,
+            reply=reply,
+            message_id=message_id,
+            send_id=send_id,
+        )
+        db.execute("UPDATE subscribers SET bounces = bounces + 1 WHERE id = ?", [subscriber_id])
+        bounces = db.execute(
+            "SELECT bounces FROM subscribers WHERE id = ?", [subscriber_id]
+        ).fetchone()
+        out = hard or (bounces is not None and bounces[0] >= bounce_limit)
+        if out:
+            set_status(db, subscriber_id, "bounced")
+    return out
+
+
+def record_test_delivery(
+    db: Database,
+    slug: str,
+    email: str,
+    *,
+    status: DeliveryStatus,
+    reply: str,
+    message_id: str,
+    send_id: int,
+) -> None:
+    stamp = now()
+    db.execute(
+        "INSERT INTO deliveries (slug, subscriber_id, email, test, status, attempts, last_reply,"
+        " message_id, send_id, created_at, updated_at, sent_at)"
+        " VALUES (?, NULL, ?, 1, ?, 1, ?, ?, ?, ?, ?, ?)",
+        [
+            slug,
+            email,
+            status,
+            reply,
+            message_id,
+            send_id,
+            stamp,
+            stamp,
+            stamp if status == "sent" else None,
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class PostLog:
+    """What the send log says of one post."""
+
+    slug: str
+    sent: int
+    failed: int
+    bounced: int
+    pending: int
+    skipped: int
+    tests: int
+    first_sent_at: str | None
+    last_sent_at: str | None
+
+
+def post_logs(db: Database) -> dict[str, PostLog]:
+    rows = db.execute(
+        "SELECT slug,"
+        " sum(test = 0 AND status = 'sent'), sum(test = 0 AND status = 'failed'),"
+        " sum(test = 0 AND status = 'bounced'), sum(test = 0 AND status = 'pending'),"
+        " sum(test = 0 AND status = 'skipped'), sum(test = 1),"
+        " min(CASE WHEN test = 0 THEN sent_at END), max(CASE WHEN test = 0 THEN sent_at END)"
+        " FROM deliveries GROUP BY slug"
+    ).fetchall()
+    return {row[0]: PostLog(*row) for row in rows}
+
+
+def iter_deliveries(db: Database, slug: str, batch: int = 2000) -> Iterator[Delivery]:
+    last_id = 0
+    while True:
+        rows = db.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE slug = ? AND id > ?"
+            " ORDER BY id LIMIT ?",
+            [slug, last_id, batch],
+        ).fetchall()
+        if not rows:
+            return
+        for row in rows:
+            yield Delivery(*row)
+        last_id = rows[-1][0]
+
+
+def last_send(db: Database, slug: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT id, kind, status, started_at, finished_at, sent, failed, bounced, skipped, note"
+        " FROM sends WHERE slug = ? ORDER BY id DESC LIMIT 1",
+        [slug],
+    ).fetchone()
+    if row is None:
+        return None
+    keys = (
+        "id",
+        "kind",
+        "status",
+        "started_at",
+        "finished_at",
+        "sent",
+        "failed",
+        "bounced",
+        "skipped",
+        "note",
+    )
+    return dict(zip(keys, row, strict=True))

@@ -1,0 +1,317 @@
+"""The author's commands, driven through Typer's CliRunner over a real SQLite file."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from newsletter import db as store
+
+from .conftest import Cli, write_env
+
+
+def subscribers(project: Path) -> dict[str, store.Subscriber]:
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return {s.email: s for s in store.iter_subscribers(database, "all")}
+    finally:
+        database.close()
+
+
+def test_add_normalises_and_refuses_a_duplicate(cli: Cli, project: Path) -> None:
+    result = cli("subscribers", "add", "  Ann@EXAMPLE.org ", "--name", "Ann Reader")
+    assert result.stdout == "Added Ann@example.org\n"
+    again = cli("subscribers", "add", "ann@example.org", ok=False)
+    assert again.exit_code == 1
+    assert again.stderr == "Error: Ann@example.org is already on the list (active)\n"
+    saved = subscribers(project)["Ann@example.org"]
+    assert (saved.name, saved.status, saved.source) == ("Ann Reader", "active", "cli")
+    assert saved.created_at and saved.status_changed_at
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["not-an-address"],
+            "Error: 'not-an-address' is not a valid email address: An email address must have an @-sign.\n",
+        ),
+        (
+            ["a@b"],
+            "Error: 'a@b' is not a valid email address: The part after the @-sign is not valid. It should have a period.\n",
+        ),
+        (
+            ["ok@example.org", "--name", "Eve\r\nBcc: victim@example.org"],
+            "Error: the name 'Eve\\r\\nBcc: victim@example.org' contains line breaks or control characters\n",
+        ),
+        (["x\r\n@example.org"], "Error: 'x\\r\\n@example.org' contains control characters\n"),
+    ],
+)
+def test_add_rejects_bad_input_with_one_line(
+    cli: Cli, project: Path, args: list[str], message: str
+) -> None:
+    result = cli("subscribers", "add", *args, ok=False)
+    assert result.exit_code == 1
+    assert result.stderr == message
+    assert subscribers(project) == {}
+
+
+def test_remove_keeps_the_row_and_delete_erases_it(cli: Cli, project: Path) -> None:
+    cli("subscribers", "add", "ann@example.org")
+    cli("subscribers", "add", "bob@example.org")
+    assert (
+        cli("subscribers", "remove", "ann@example.org").stdout == "Unsubscribed ann@example.org\n"
+    )
+    assert subscribers(project)["ann@example.org"].status == "unsubscribed"
+    assert cli("subscribers", "delete", "bob@example.org").stdout.startswith(
+        "Deleted bob@example.org"
+    )
+    assert "bob@example.org" not in subscribers(project)
+    missing = cli("subscribers", "remove", "nobody@example.org", ok=False)
+    assert (missing.exit_code, missing.stderr) == (
+        1,
+        "Error: nobody@example.org is not on the list\n",
+    )
+
+
+def test_list_as_table_and_json_with_status_filter(cli: Cli) -> None:
+    cli("subscribers", "add", "ann@example.org", "--name", "Ann")
+    cli("subscribers", "add", "bob@example.org")
+    cli("subscribers", "remove", "bob@example.org")
+    table = cli("subscribers", "list").stdout
+    assert "ann@example.org" in table and "bob@example.org" not in table
+    assert table.splitlines()[-1] == "1 reader"
+    lines = cli("subscribers", "list", "--status", "all", "--json").stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["email"] for r in records] == ["ann@example.org", "bob@example.org"]
+    assert {"email", "name", "status", "created_at", "source", "consent_at"} <= set(records[0])
+    assert records[1]["status"] == "unsubscribed"
+    bad = cli("subscribers", "list", "--status", "gone", ok=False)
+    assert bad.exit_code == 2 and "--status must be one of" in bad.stderr
+
+
+MAILCHIMP = (
+    "Email Address,First Name,Last Name,MEMBER_RATING\n"
+    "ann@example.org,Ann,Archer,2\n"
+    "not-an-email,Bad,Row,1\n"
+    "bob@example.org,Bob,,1\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (MAILCHIMP, {"ann@example.org": "Ann Archer", "bob@example.org": "Bob"}),
+        (
+            "email,created_at,active_subscription\nann@example.org,2020-01-01T00:00:00,true\nbob@example.org,2020-01-02T00:00:00,false\n",
+            {"ann@example.org": "", "bob@example.org": ""},
+        ),  # Substack
+        (
+            "email,notes,tags\nann@example.org,,\nbob@example.org,,\n",
+            {"ann@example.org": "", "bob@example.org": ""},
+        ),  # Buttondown
+        (
+            "ann@example.org,Ann Archer\nbob@example.org\n",
+            {"ann@example.org": "Ann Archer", "bob@example.org": ""},
+        ),
+        (
+            "email,name\nann@example.org,Ann Archer\nbob@example.org,\n",
+            {"ann@example.org": "Ann Archer", "bob@example.org": ""},
+        ),
+        # As a spreadsheet in a comma-decimal locale writes it: BOM, semicolons, CRLF.
+        (
+            "\ufeffEmail Address;First Name;Last Name\r\nann@example.org;Ann;Archer\r\nbob@example.org;Bob;\r\n",
+            {"ann@example.org": "Ann Archer", "bob@example.org": "Bob"},
+        ),
+    ],
+    ids=["mailchimp", "substack", "buttondown", "plain-no-header", "plain-header", "spreadsheet"],
+)
+def test_import_formats(
+    cli: Cli, project: Path, tmp_path: Path, content: str, expected: dict[str, str]
+) -> None:
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_bytes(content.encode("utf-8"))
+    result = cli("subscribers", "import", str(csv_file))
+    found = {email: s.name for email, s in subscribers(project).items()}
+    assert found == expected
+    assert all(s.source == "import" and s.status == "active" for s in subscribers(project).values())
+    rejected = content.count("not-an-email")
+    assert result.stdout == f"Added 2, skipped 0 already on the list, rejected {rejected}\n"
+
+
+def test_import_reports_bad_rows_and_never_reactivates(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    cli("subscribers", "add", "ann@example.org")
+    cli("subscribers", "remove", "ann@example.org")
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(MAILCHIMP + "carol@example.org,Carol,\nbob@example.org,Bob,Again\n")
+    dry = cli("subscribers", "import", str(csv_file), "--dry-run")
+    assert dry.stdout == "Would add 2, skipped 1 already on the list, rejected 2\n"
+    assert set(subscribers(project)) == {"ann@example.org"}
+    result = cli("subscribers", "import", str(csv_file))
+    assert result.stdout == "Added 2, skipped 1 already on the list, rejected 2\n"
+    assert "line 3: 'not-an-email' is not a valid email address" in result.stderr
+    assert "line 6: bob@example.org appears earlier in the file" in result.stderr
+    listed = subscribers(project)
+    assert listed["ann@example.org"].status == "unsubscribed"
+    assert set(listed) == {"ann@example.org", "bob@example.org", "carol@example.org"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            "list.csv is not a text file (it holds NUL bytes)",
+        ),
+        (
+            b"email\nann@example.org\n\xff\xfe junk\n",
+            "list.csv is not UTF-8 text (bad byte at offset 22)",
+        ),
+        (
+            b"name,phone\nAnn,123\n",
+            "list.csv has no email column: name one 'email' or 'Email Address' (found: name, phone)",
+        ),
+        (
+            b"email,name\nann@example.org," + b"x" * 20_000 + b"\n",
+            "list.csv, line 2: a field longer than 10000 characters",
+        ),
+        (
+            b'email,name\nann@example.org,"' + b"x" * 200_000 + b'"\n',
+            "list.csv, line 2: field larger than field limit",
+        ),
+        (b"", "list.csv is empty"),
+    ],
+    ids=["binary", "not-utf8", "no-email-column", "long-field", "huge-field", "empty"],
+)
+def test_import_refuses_unreadable_files_and_changes_nothing(
+    cli: Cli, project: Path, tmp_path: Path, content: bytes, message: str
+) -> None:
+    cli("subscribers", "add", "keep@example.org")
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_bytes(content)
+    result = cli("subscribers", "import", str(csv_file), ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {message}")
+    assert result.stderr.count("\n") == 1
+    assert set(subscribers(project)) == {"keep@example.org"}
+
+
+def test_import_missing_file(cli: Cli, tmp_path: Path) -> None:
+    result = cli("subscribers", "import", str(tmp_path / "nope.csv"), ok=False)
+    assert result.exit_code == 1
+    assert (
+        result.stderr == f"Error: cannot read {tmp_path / 'nope.csv'}: No such file or directory\n"
+    )
+
+
+def test_export_imports_back_unchanged(cli: Cli, project: Path, tmp_path: Path) -> None:
+    cli("subscribers", "add", "ann@example.org", "--name", 'Ann, "the" Archer')
+    cli("subscribers", "add", "bob@example.org", "--name", "Bøb")
+    cli("subscribers", "add", "carol@example.org")
+    cli("subscribers", "remove", "carol@example.org")
+    exported = cli("subscribers", "export").stdout
+    out = tmp_path / "export.csv"
+    cli("subscribers", "export", str(out))
+    assert out.read_text(encoding="utf-8") == exported
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "posts").mkdir()
+    Cli(other, cli.runner)("subscribers", "import", str(out))
+    again = Cli(other, cli.runner)("subscribers", "export").stdout
+    assert again == exported
+    assert subscribers(other)["carol@example.org"].status == "unsubscribed"
+
+
+def test_posts_lists_newest_first_with_sent_state(cli: Cli) -> None:
+    lines = cli("posts").stdout.splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith("2015-01-20  ofsted-joint-inspections") and "not sent" in lines[0]
+    records = [json.loads(line) for line in cli("posts", "--json").stdout.splitlines()]
+    assert records[0] == {
+        "slug": "ofsted-joint-inspections",
+        "date": "2015-01-20",
+        "title": "Joint inspections of child protection arrangements - are they beyond Ofsted?",
+        "sent": False,
+        "sent_to": 0,
+    }
+
+
+def test_posts_with_a_broken_file_names_it(cli: Cli, project: Path) -> None:
+    (project / "posts" / "zz-broken.md").write_text("---\ntitle: x\n---\n")
+    result = cli("posts", ok=False)
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "Error: zz-broken.md: front matter has no date\n",
+    )
+
+
+def test_preview_html_text_and_file(cli: Cli, project: Path) -> None:
+    html = cli("preview").stdout
+    assert html.startswith("<!DOCTYPE html>") and "Joint inspections" in html
+    assert "https://news.example.org/unsubscribe/" in html
+    text = cli("preview", "airline-pilot-test", "--text").stdout
+    assert text.startswith("Apply the ‘airline pilot test’\n7 January 2015\n")
+    out = project / "preview.html"
+    result = cli("preview", "four-not-three", "--out", str(out))
+    assert "Four, not three" in out.read_text()
+    assert result.stderr == f"Wrote {out}\n"
+
+
+def test_preview_template_error_is_one_line(cli: Cli, project: Path) -> None:
+    (project / "templates" / "email.html").write_text("<p>{{ post.nope }}</p>")
+    result = cli("preview", ok=False)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: {project / 'templates' / 'email.html'}, line 1: 'dict object' has no attribute 'nope'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        (
+            "SMTP_PORT",
+            "abc",
+            "Error: NEWSLETTER_SMTP_PORT must be a port number (1-65535), not 'abc'\n",
+        ),
+        (
+            "SMTP_SECURITY",
+            "tls",
+            "Error: NEWSLETTER_SMTP_SECURITY must be one of starttls, ssl, none, not 'tls'\n",
+        ),
+        (
+            "BASE_URL",
+            "example.org",
+            "Error: NEWSLETTER_BASE_URL must be an http(s) URL such as https://news.example.org, not 'example.org'\n",
+        ),
+    ],
+)
+def test_bad_settings_are_one_line_errors(
+    cli: Cli, project: Path, setting: str, value: str, message: str
+) -> None:
+    write_env(project, **{setting: value})
+    result = cli("subscribers", "list", ok=False)
+    assert (result.exit_code, result.stderr) == (1, message)
+
+
+def test_corrupt_database_is_one_line_error(cli: Cli, project: Path) -> None:
+    (project / "newsletter.db").write_bytes(b"this is not a database" * 100)
+    result = cli("subscribers", "list", ok=False)
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"Error: cannot open the database {project / 'newsletter.db'}: file is not a database\n"
+    )
+    assert (project / "newsletter.db").read_bytes() == b"this is not a database" * 100
+
+
+def test_database_path_that_is_a_folder(cli: Cli, project: Path) -> None:
+    (project / "newsletter.db").mkdir()
+    result = cli("subscribers", "list", ok=False)
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: {project / 'newsletter.db'} is not a file\n",
+    )

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings
+from newsletter.errors import ConfigError
+
+from .conftest import write_env
+
+
+def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    assert settings.db_path == tmp_path.resolve() / "newsletter.db"
+    assert settings.posts_dir == tmp_path.resolve() / "posts"
+    assert settings.outbox == tmp_path.resolve() / "outbox"
+    assert settings.base_url == "http://127.0.0.1:8000"
+    assert settings.from_address is None
+    assert settings.smtp_host is None and not settings.uses_smtp
+    assert settings.secret_keys == ()
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path: Path) -> None:
+    write_env(tmp_path, TITLE="From file", DB="other.db", BASE_URL="https://a.example.org/")
+    settings = load_settings(tmp_path, environ={"NEWSLETTER_TITLE": "From environment"})
+    assert settings.title == "From environment"
+    assert settings.db_path == tmp_path.resolve() / "other.db"
+    assert settings.base_url == "https://a.example.org"  # no trailing slash
+
+
+def test_from_address_and_title_fallback(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path, environ={"NEWSLETTER_FROM": "Jane Author <Jane@Example.ORG>"}
+    )
+    assert settings.sender.addr_spec == "Jane@example.org"
+    assert settings.sender.display_name == "Jane Author"
+    assert settings.title == "Jane Author"
+
+
+def test_port_defaults_follow_the_security_mode(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, environ={"NEWSLETTER_SMTP_SECURITY": "ssl"}).smtp_port == 465
+    assert load_settings(tmp_path, environ={}).smtp_port == 587
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "SMTP_PORT",
+            "twenty-five",
+            "NEWSLETTER_SMTP_PORT must be a port number (1-65535), not 'twenty-five'",
+        ),
+        ("SMTP_PORT", "70000", "NEWSLETTER_SMTP_PORT must be a port number (1-65535), not '70000'"),
+        (
+            "SMTP_SECURITY",
+            "tls",
+            "NEWSLETTER_SMTP_SECURITY must be one of starttls, ssl, none, not 'tls'",
+        ),
+        ("BASE_URL", "news.example.org", "NEWSLETTER_BASE_URL must be an http(s) URL"),
+        ("BASE_URL", "ftp://x.example.org", "NEWSLETTER_BASE_URL must be an http(s) URL"),
+        ("FROM", "not an address", "NEWSLETTER_FROM must be an address like"),
+        (
+            "SMTP_CONNECTIONS",
+            "0",
+            "NEWSLETTER_SMTP_CONNECTIONS must be a whole number from 1 to 64",
+        ),
+        ("SMTP_RATE", "-3", "NEWSLETTER_SMTP_RATE must be messages per second"),
+    ],
+)
+def test_bad_values_are_one_line_errors(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(tmp_path, environ={f"NEWSLETTER_{name}": value})
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_from_is_reported_when_needed(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, environ={})
+    with pytest.raises(ConfigError, match="NEWSLETTER_FROM is not set"):
+        settings.sender  # noqa: B018
+
+
+def test_repr_hides_secrets(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path, environ={"NEWSLETTER_SMTP_PASSWORD": "hunter2", "NEWSLETTER_SECRET_KEY": "k1,k2"}
+    )
+    assert settings.secret_keys == ("k1", "k2")
+    assert "hunter2" not in repr(settings) and "k1" not in repr(settings)
