@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from .config import Settings
 from .dkim import DkimSigner
 from .render import RenderedIssue, unsubscribe_url
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_SLOT = b"XNLTEXTBODYX"
 _HTML_SLOT = b"XNLHTMLBODYX"
 
@@ -80,6 +82,8 @@ class IssueMessages:
         return self._build(email, name, token, test_id)
 
     def _build(self, email: str, name: str, token: str, msg_id: str) -> Envelope:
+        # Checked where they enter; this guards headers against rows written by other means.
+        name, email = _CONTROL.sub(" ", name), _CONTROL.sub("", email)
         personal = (
             f"To: {formataddr((name, email), charset='utf-8')}\r\n"
             f"Message-ID: {msg_id}\r\n"

@@ -3,6 +3,7 @@ and a CLI runner that acts on the directory."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import shutil
@@ -105,6 +106,8 @@ class SmtpSink:
     reject_data: dict[str, str] = field(default_factory=dict)  # address -> reply at DATA
     tempfail_every: int = 0  # every Nth DATA answered 451
     drop_every: int = 0  # every Nth DATA: connection closed, no reply
+    stall_every: int = 0  # every Nth DATA: no answer for stall_seconds, then 451, nothing kept
+    stall_seconds: float = 0.0
     data_count: int = 0
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -125,6 +128,9 @@ class SmtpSink:
         for address in envelope.rcpt_tos:
             if address in self.reject_data:
                 return self.reject_data[address]
+        if self.stall_every and n % self.stall_every == 0:
+            await asyncio.sleep(self.stall_seconds)
+            return "451 4.4.2 too slow"
         if self.drop_every and n % self.drop_every == 0:
             server.transport.close()
             return "421 4.4.2 dropped on purpose"

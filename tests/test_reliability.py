@@ -1,0 +1,278 @@
+"""Under SMTP faults, crashes and concurrent runs, no reader is lost and none is mailed twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from newsletter import db as store
+from newsletter.config import load_settings
+from newsletter.posts import find_post
+from newsletter.sender import send_post
+
+from .conftest import Cli, SmtpSink, add_readers, write_env
+
+SLUG = "ofsted-joint-inspections"
+
+
+def run_send(project: Path, **env: str):
+    settings = load_settings(
+        project, environ={f"NEWSLETTER_{k.upper()}": v for k, v in env.items()}
+    )
+    return send_post(settings, find_post(settings.posts_dir))
+
+
+def deliveries(project: Path) -> dict[str, store.Delivery]:
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return {d.email: d for d in store.iter_deliveries(database, SLUG) if not d.test}
+    finally:
+        database.close()
+
+
+def test_faulty_server_every_good_reader_gets_exactly_one(
+    smtp_project: Path, smtp_sink: SmtpSink
+) -> None:
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 300)
+    database.close()
+    rejected_rcpt = {
+        readers[i]: f"550 5.1.1 <{readers[i]}>: Recipient address rejected" for i in (7, 150)
+    }
+    rejected_data = {readers[200]: "554 5.7.1 Message refused"}
+    smtp_sink.reject.update(rejected_rcpt)
+    smtp_sink.reject_data.update(rejected_data)
+    smtp_sink.tempfail_every = 7
+    smtp_sink.drop_every = 11
+
+    report = run_send(smtp_project, SMTP_MAX_ATTEMPTS="5", MAX_CONSECUTIVE_FAILURES="50")
+
+    good = set(readers) - set(rejected_rcpt) - set(rejected_data)
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in good})
+    assert (report.sent, report.bounced, report.failed, report.stopped) == (297, 3, 0, None)
+    log = deliveries(smtp_project)
+    assert {e for e, d in log.items() if d.status == "bounced"} == set(rejected_rcpt) | set(
+        rejected_data
+    )
+    assert log[readers[7]].last_reply == rejected_rcpt[readers[7]]
+    assert max(d.attempts for d in log.values()) > 1  # the faults really forced retries
+    database = store.open_db(smtp_project / "newsletter.db")
+    # 5.1.1 is a hard bounce: out at once. 5.7.1 is not: one strike of NEWSLETTER_BOUNCE_LIMIT.
+    assert store.get_subscriber(database, readers[7]).status == "bounced"
+    assert store.get_subscriber(database, readers[200]).status == "active"
+    assert store.get_subscriber(database, readers[200]).bounces == 1
+    database.close()
+    # Bounced deliveries are not retried; the post is done.
+    again = run_send(smtp_project)
+    assert again.due == 0 and len(smtp_sink.received) == 297
+
+
+def test_soft_bounces_put_a_reader_out_after_the_limit(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_env(smtp_project, BOUNCE_LIMIT=2)
+    cli("subscribers", "add", "flaky@example.org")
+    smtp_sink.reject["flaky@example.org"] = "552 5.2.2 mailbox full"
+    cli("send", "four-not-three", "--yes")
+    assert cli("subscribers", "list", "--status", "bounced").stdout.endswith("0 readers\n")
+    cli("send", "mandatory-reporting-in-wales", "--yes")
+    assert "flaky@example.org" in cli("subscribers", "list", "--status", "bounced").stdout
+    third = cli("send", "airline-pilot-test", "--yes", ok=False)
+    assert "no active subscribers" in third.stderr
+
+
+def test_transient_failures_stay_failed_and_a_later_send_retries_just_those(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 20)
+    database.close()
+    smtp_sink.reject[readers[3]] = "450 4.2.1 mailbox busy, try later"
+    smtp_sink.reject[readers[4]] = "451 4.3.0 greylisted"
+    result = cli("send", "--yes")
+    assert result.stdout.splitlines()[-1].startswith("Sent 18, failed 2, bounced 0")
+    assert f"  failed: {readers[3]}: 450 4.2.1 mailbox busy, try later\n" in result.stderr
+    log = deliveries(smtp_project)
+    assert (log[readers[3]].status, log[readers[3]].attempts) == ("failed", 4)
+    assert "failed" in cli("log").stdout and " failed    2" in cli("log").stdout
+
+    del smtp_sink.reject[readers[3]], smtp_sink.reject[readers[4]]
+    before = len(smtp_sink.received)
+    retry = cli("send", SLUG, "--yes")
+    assert "to 2 of 20 active readers" in retry.stdout
+    assert len(smtp_sink.received) == before + 2
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+    assert deliveries(smtp_project)[readers[3]].status == "sent"
+
+
+def test_too_many_failures_in_a_row_stop_the_run(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=5, SMTP_MAX_ATTEMPTS=2, SMTP_CONNECTIONS=1)
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 200)
+    database.close()
+    smtp_sink.tempfail_every = 1  # the server is sick: every message 451
+    result = cli("send", "--yes", ok=False)
+    assert result.exit_code == 1
+    assert "Error: stopped early: 5 deliveries in a row failed (last: " in result.stderr
+    log = deliveries(smtp_project)
+    statuses = Counter(d.status for d in log.values())
+    assert statuses == Counter({"failed": 5, "pending": 195})
+    run = database_last_send(smtp_project)
+    assert run["status"] == "stopped"
+    smtp_sink.tempfail_every = 0
+    cli("send", "--yes")
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+
+
+def database_last_send(project: Path) -> dict:
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return store.last_send(database, SLUG)
+    finally:
+        database.close()
+
+
+def test_a_server_that_drops_every_connection_stops_the_run_and_loses_nothing(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    """A connection that drops on every message: retried, then failed, then stopped; nothing lost."""
+    write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=3, SMTP_MAX_ATTEMPTS=2, SMTP_CONNECTIONS=1)
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 10)
+    database.close()
+    smtp_sink.drop_every = 1
+    result = cli("send", "--yes", ok=False)
+    assert "connection lost" in result.stderr and "stopped early" in result.stderr
+    assert smtp_sink.received == []
+    smtp_sink.drop_every = 0
+    cli("send", "--yes")
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+
+
+def _newsletter(project: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "-C", str(project), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_mid_send_then_rerun_mails_each_reader_once(
+    smtp_project: Path, smtp_sink: SmtpSink
+) -> None:
+    connections = 4
+    write_env(smtp_project, SMTP_CONNECTIONS=connections)
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 3000)
+    database.close()
+
+    first = _newsletter(smtp_project, "send", "--yes")
+    deadline = time.monotonic() + 60
+    while len(smtp_sink.received) < 800:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the send did not get going"
+        time.sleep(0.005)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = len(smtp_sink.received)
+    assert killed_at < len(readers), "the send finished before it could be killed"
+
+    second = _newsletter(smtp_project, "send", "--yes")
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1].startswith("Sent ")
+
+    counts = smtp_sink.per_recipient()
+    assert set(counts) == set(readers), "a reader was missed"
+    repeats = {r: n for r, n in counts.items() if n > 1}
+    assert all(n == 2 for n in repeats.values())
+    assert len(repeats) <= connections, repeats  # at most the one in flight per connection
+    ids: dict[str, set[str]] = defaultdict(set)
+    for received in smtp_sink.received:
+        ids[received.rcpt_tos[0]].add(received.message["Message-ID"])
+    assert all(len(ids[r]) == 1 for r in repeats), "a repeat must carry the same Message-ID"
+    log = deliveries(smtp_project)
+    assert Counter(d.status for d in log.values()) == Counter({"sent": 3000})
+    database = store.open_db(smtp_project / "newsletter.db")
+    runs = database.execute("SELECT status FROM sends ORDER BY id").fetchall()
+    database.close()
+    assert runs == [("interrupted",), ("finished",)]
+
+
+def test_a_second_send_at_the_same_time_refuses(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_env(smtp_project, SMTP_RATE=100)  # slow enough to still be running
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 150)
+    database.close()
+    first = _newsletter(smtp_project, "send", "--yes")
+    deadline = time.monotonic() + 30
+    while not smtp_sink.received:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.01)
+    second = cli("send", "--yes", ok=False)
+    assert first.poll() is None, "the first send should still be running"
+    assert second.exit_code == 1
+    assert second.stderr.endswith(
+        "Error: another `newsletter send` is running on this database; wait for it to finish\n"
+    )
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+
+
+def test_header_injection_through_a_stored_name_is_neutralised(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    """Names are checked on the way in; a row written by other means still cannot add headers."""
+    database = store.open_db(smtp_project / "newsletter.db")
+    database.execute(
+        "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at)"
+        " VALUES ('eve@example.org', ?, 'active', 'cli', '2020', '2020')",
+        ["Eve\r\nBcc: victim@example.org"],
+    )
+    database.close()
+    cli("send", "--yes")
+    (received,) = smtp_sink.received
+    assert received.message["Bcc"] is None
+    assert b"\r\nBcc:" not in received.data
+
+
+def test_template_error_at_send_time_sends_and_records_nothing(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    cli("subscribers", "add", "ann@example.org")
+    (smtp_project / "templates" / "email.txt").write_text("{% for x in %}\n")
+    result = cli("send", "--yes", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        f"Error: {smtp_project / 'templates' / 'email.txt'}, line 1: Expected an expression, got 'end of statement block'\n"
+    )
+    assert smtp_sink.received == [] and deliveries(smtp_project) == {}
+
+
+def test_a_server_that_stops_answering_times_out_and_is_retried(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_env(smtp_project, SMTP_TIMEOUT="0.3", SMTP_CONNECTIONS=2)
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 12)
+    database.close()
+    smtp_sink.stall_every, smtp_sink.stall_seconds = 5, 1.0
+    result = cli("send", "--yes")
+    assert result.stdout.splitlines()[-1].startswith("Sent 12, failed 0")
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+    assert any(d.attempts > 1 for d in deliveries(smtp_project).values())
