@@ -109,6 +109,8 @@ class SmtpSink:
     stall_every: int = 0  # every Nth DATA: no answer for stall_seconds, then 451, nothing kept
     stall_seconds: float = 0.0
     data_count: int = 0
+    tempfail_count: int = 0
+    drop_count: int = 0
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -132,9 +134,11 @@ class SmtpSink:
             await asyncio.sleep(self.stall_seconds)
             return "451 4.4.2 too slow"
         if self.drop_every and n % self.drop_every == 0:
+            self.drop_count += 1
             server.transport.close()
             return "421 4.4.2 dropped on purpose"
         if self.tempfail_every and n % self.tempfail_every == 0:
+            self.tempfail_count += 1
             return "451 4.3.0 try again later"
         with self.lock:
             self.received.append(

@@ -52,11 +52,17 @@ def test_faulty_server_every_good_reader_gets_exactly_one(
     smtp_sink.tempfail_every = 7
     smtp_sink.drop_every = 11
 
-    report = run_send(smtp_project, SMTP_MAX_ATTEMPTS="5", MAX_CONSECUTIVE_FAILURES="50")
+    # About one DATA in four fails, so a message can fail all its tries: it stays failed and
+    # the next run takes just those, as the author would do.
+    reports = [run_send(smtp_project, SMTP_MAX_ATTEMPTS="6", MAX_CONSECUTIVE_FAILURES="50")]
+    while reports[-1].failed and len(reports) < 4:
+        reports.append(run_send(smtp_project, SMTP_MAX_ATTEMPTS="6"))
 
     good = set(readers) - set(rejected_rcpt) - set(rejected_data)
     assert smtp_sink.per_recipient() == Counter({r: 1 for r in good})
-    assert (report.sent, report.bounced, report.failed, report.stopped) == (297, 3, 0, None)
+    assert sum(r.sent for r in reports) == 297
+    assert (reports[0].bounced, reports[-1].failed, reports[0].stopped) == (3, 0, None)
+    assert smtp_sink.tempfail_count > 10 and smtp_sink.drop_count > 10
     log = deliveries(smtp_project)
     assert {e for e, d in log.items() if d.status == "bounced"} == set(rejected_rcpt) | set(
         rejected_data
