@@ -13,7 +13,7 @@ import smtplib
 import socket
 import ssl
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from .config import Settings
 from .errors import DeliveryRefused, TransportError
@@ -71,6 +71,7 @@ class SMTPTransport:
         self.port = settings.smtp_port
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
+        self._pipelining = False
 
     @property
     def where(self) -> str:
@@ -134,6 +135,7 @@ class SMTPTransport:
                 ) from e
         self._conn = conn
         self._sent_on_connection = 0
+        self._pipelining = conn.has_extn("pipelining")
 
     def send(self, envelope: Envelope) -> str:
         if (
@@ -143,6 +145,50 @@ class SMTPTransport:
             self.connect()
         conn = self._conn
         assert conn is not None
+        try:
+            if self._pipelining:
+                code, reply = self._send_pipelined(conn, envelope)
+            else:
+                code, reply = self._send_in_steps(conn, envelope)
+        except (smtplib.SMTPServerDisconnected, OSError) as e:
+            self._drop()
+            raise DeliveryRefused(f"connection lost: {_describe(e)}", permanent=False) from e
+        self._sent_on_connection += 1
+        return f"{code} {_text(reply)}"
+
+    def _send_pipelined(self, conn: smtplib.SMTP, envelope: Envelope) -> tuple[int, bytes]:
+        """MAIL, RCPT and DATA in one write (RFC 2920): one wait instead of three per message.
+
+        smtplib has no PIPELINING, so the commands are written here and its reply parser
+        reads the answers; addresses were validated on the way in and need no quoting.
+        """
+        conn.send(f"MAIL FROM:<{envelope.sender}>\r\nRCPT TO:<{envelope.recipient}>\r\nDATA\r\n")
+        mail, rcpt, data = conn.getreply(), conn.getreply(), conn.getreply()
+        failed = next(
+            (
+                (code, reply, stage)
+                for (code, reply), stage, ok in (
+                    (mail, "MAIL", (250,)),
+                    (rcpt, "RCPT", (250, 251)),
+                    (data, "DATA", (354,)),
+                )
+                if code not in ok
+            ),
+            None,
+        )
+        if failed is not None:
+            if data[0] == 354:  # a server that took DATA anyway: end the empty message
+                conn.send(b".\r\n")
+                conn.getreply()
+            self._refused(*failed)
+        # The message is CRLF throughout (email.policy.SMTP); only dot-stuffing is left.
+        conn.send(envelope.data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        code, reply = conn.getreply()
+        if code != 250:
+            self._refused(code, reply, "DATA")
+        return code, reply
+
+    def _send_in_steps(self, conn: smtplib.SMTP, envelope: Envelope) -> tuple[int, bytes]:
         try:
             code, reply = conn.mail(envelope.sender)
             if code != 250:
@@ -155,13 +201,9 @@ class SMTPTransport:
                 self._refused(code, reply, "DATA")
         except smtplib.SMTPDataError as e:  # the DATA command itself was refused
             self._refused(e.smtp_code, e.smtp_error, "DATA")
-        except (smtplib.SMTPServerDisconnected, OSError) as e:
-            self._drop()
-            raise DeliveryRefused(f"connection lost: {_describe(e)}", permanent=False) from e
-        self._sent_on_connection += 1
-        return f"{code} {_text(reply)}"
+        return code, reply
 
-    def _refused(self, code: int, reply: bytes | str, stage: str) -> None:
+    def _refused(self, code: int, reply: bytes | str, stage: str) -> NoReturn:
         text = f"{code} {_text(reply)}"
         if code == 421:  # the server is closing the connection
             self._drop()

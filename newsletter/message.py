@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -21,7 +22,7 @@ from email.utils import format_datetime, formataddr
 
 from .config import Settings
 from .dkim import DkimSigner
-from .render import RenderedIssue, unsubscribe_url
+from .render import Personalised, RenderedIssue, unsubscribe_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_SLOT = b"XNLTEXTBODYX"
@@ -68,6 +69,8 @@ class IssueMessages:
         self.settings = settings
         self.sender = settings.sender
         self.signer = signer
+        self._text = EncodedBody(issue.text)
+        self._html = EncodedBody(issue.html)
         self._head, self._body_before_text, self._body_between, self._body_after = _skeleton(
             issue.subject, settings, date or datetime.now(UTC)
         )
@@ -89,8 +92,8 @@ class IssueMessages:
             f"Message-ID: {msg_id}\r\n"
             f"List-Unsubscribe: <{unsubscribe_url(self.settings, token)}>\r\n"
         ).encode("ascii")
-        text = _quoted_printable(self.issue.text_for(name, email, token))
-        html = _quoted_printable(self.issue.html_for(name, email, token))
+        text = self._text.encode(self.issue.text_values(name, email, token))
+        html = self._html.encode(self.issue.html_values(name, email, token))
         data = b"".join(
             (
                 self._head,
@@ -107,10 +110,40 @@ class IssueMessages:
         return Envelope(self.sender.addr_spec, email, msg_id, data)
 
 
+class EncodedBody:
+    """A part's body, quoted-printable encoded once; per reader only its personal lines.
+
+    Quoted-printable works line by line, so the lines without a placeholder encode the same
+    for every reader. Those are encoded here; `encode` fills in and encodes the few others.
+    """
+
+    def __init__(self, body: Personalised) -> None:
+        chunks: list[bytes | Personalised] = []
+        static: list[str] = []
+        for line in body.template.splitlines(keepends=True):
+            personal = Personalised.parse(line)
+            if personal.is_personal:
+                if static:
+                    chunks.append(_quoted_printable("".join(static)))
+                    static = []
+                chunks.append(personal)
+            else:
+                static.append(line)
+        if static:
+            chunks.append(_quoted_printable("".join(static)))
+        self.chunks = tuple(chunks)
+
+    def encode(self, values: Mapping[str, str]) -> bytes:
+        return b"".join(
+            chunk if isinstance(chunk, bytes) else _quoted_printable(chunk.fill(values))
+            for chunk in self.chunks
+        )
+
+
 def _quoted_printable(text: str) -> bytes:
-    crlf = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    encoded = binascii.b2a_qp(crlf.encode("utf-8"), istext=True)
-    return encoded if encoded.endswith(b"\r\n") else encoded + b"\r\n"
+    # Ending in CRLF makes binascii use CRLF for its soft line breaks too.
+    crlf = text.replace("\r\n", "\n").rstrip("\n").replace("\n", "\r\n") + "\r\n"
+    return binascii.b2a_qp(crlf.encode("utf-8"), istext=True)
 
 
 def _skeleton(

@@ -47,6 +47,15 @@ class Personalised:
     def parse(cls, rendered: str) -> Personalised:
         return cls(tuple(_PLACEHOLDER_RE.split(rendered)))
 
+    @property
+    def template(self) -> str:
+        """The rendered text with its placeholders in place."""
+        return "".join(self.pieces)
+
+    @property
+    def is_personal(self) -> bool:
+        return len(self.pieces) > 1
+
     def fill(self, values: Mapping[str, str]) -> str:
         pieces = list(self.pieces)
         for i in range(1, len(pieces), 2):
@@ -63,13 +72,19 @@ class RenderedIssue:
     html: Personalised
     text: Personalised
 
+    @staticmethod
+    def html_values(name: str, email: str, token: str) -> dict[str, str]:
+        return {"name": html.escape(name), "email": html.escape(email), "token": token}
+
+    @staticmethod
+    def text_values(name: str, email: str, token: str) -> dict[str, str]:
+        return {"name": name, "email": email, "token": token}
+
     def html_for(self, name: str, email: str, token: str) -> str:
-        return self.html.fill(
-            {"name": html.escape(name), "email": html.escape(email), "token": token}
-        )
+        return self.html.fill(self.html_values(name, email, token))
 
     def text_for(self, name: str, email: str, token: str) -> str:
-        return self.text.fill({"name": name, "email": email, "token": token})
+        return self.text.fill(self.text_values(name, email, token))
 
 
 def template_environment(templates_dir: Path) -> jinja2.Environment:

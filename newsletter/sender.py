@@ -203,17 +203,24 @@ class _RateLimiter:
             stop.wait(at - now)
 
 
+@dataclass
 class _Run:
-    """State shared by the workers of one send."""
+    """What the connections of one send share: the message maker, the log, the tallies."""
 
-    def __init__(self, settings: Settings, report: SendReport, progress: ProgressCallback | None):
-        self.settings = settings
-        self.report = report
-        self.progress = progress
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.consecutive_failures = 0
-        self.rate = _RateLimiter(settings.smtp_rate)
+    settings: Settings
+    slug: str
+    send_id: int
+    messages: IssueMessages
+    tokens: ReaderTokens
+    report: SendReport
+    progress: ProgressCallback | None
+    transport_factory: TransportFactory
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    consecutive_failures: int = 0
+
+    def __post_init__(self) -> None:
+        self.rate = _RateLimiter(self.settings.smtp_rate)
 
     def count(self, outcome: Outcome, failure: str | None = None) -> None:
         with self.lock:
@@ -250,7 +257,7 @@ def _run(
     transport_factory: TransportFactory,
 ) -> None:
     send_id = store.start_send(db, slug, "real")
-    run = _Run(settings, report, progress)
+    run = _Run(settings, slug, send_id, messages, tokens, report, progress, transport_factory)
     try:
         first = transport_factory(settings)  # fail here, before any thread, if unreachable
     except TransportError as e:
@@ -259,52 +266,16 @@ def _run(
         )
         raise
     connections = min(settings.smtp_connections if settings.uses_smtp else 1, report.due)
-    work: queue.Queue[store.Recipient | None] = queue.Queue(maxsize=connections * 8)
-    workers = [
-        threading.Thread(
-            target=_worker,
-            args=(
-                settings,
-                slug,
-                messages,
-                tokens,
-                send_id,
-                run,
-                work,
-                first if i == 0 else None,
-                transport_factory,
-            ),
-            name=f"send-{i}",
-            daemon=True,
-        )
-        for i in range(connections)
-    ]
-    for worker in workers:
-        worker.start()
     try:
-        for recipient in store.iter_outstanding(db, slug):
-            while not run.stop.is_set():
-                try:
-                    work.put(recipient, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            if run.stop.is_set():
-                break
+        if connections == 1:  # no threads: nothing to hand over, no lock to pass around
+            readers = store.iter_outstanding(db, slug)
+            _worker(run, lambda: next(readers, None), first, db)
+        else:
+            _run_parallel(run, db, connections, first)
     except BaseException:
         run.halt("interrupted")
         raise
     finally:
-        for _ in workers:
-            while True:
-                try:
-                    work.put(None, timeout=0.2)
-                    break
-                except queue.Full:
-                    if not any(w.is_alive() for w in workers):
-                        break
-        for worker in workers:
-            worker.join()
         store.finish_send(
             db,
             send_id,
@@ -317,38 +288,58 @@ def _run(
         )
 
 
-def _worker(
-    settings: Settings,
-    slug: str,
-    messages: IssueMessages,
-    tokens: ReaderTokens,
-    send_id: int,
-    run: _Run,
-    work: queue.Queue[store.Recipient | None],
-    transport: Transport | None,
-    transport_factory: TransportFactory,
-) -> None:
-    db = store.open_db(settings.db_path)
+def _run_parallel(run: _Run, db: Database, connections: int, first: Transport) -> None:
+    """One thread per SMTP connection, fed by this one from the stream of pending readers."""
+    work: queue.Queue[store.Recipient | None] = queue.Queue(maxsize=connections * 8)
+
+    def worker(transport: Transport | None) -> None:
+        worker_db = store.open_db(run.settings.db_path)
+        try:
+            _worker(run, work.get, transport, worker_db)
+        finally:
+            worker_db.close()
+
+    threads = [
+        threading.Thread(target=worker, args=(first if i == 0 else None,), daemon=True)
+        for i in range(connections)
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        while True:
-            recipient = work.get()
-            if recipient is None:
-                return
+        for recipient in store.iter_outstanding(db, run.slug):
+            while not run.stop.is_set():
+                try:
+                    work.put(recipient, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if run.stop.is_set():
+                break
+    finally:
+        for _ in threads:
+            while any(t.is_alive() for t in threads):
+                try:
+                    work.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+        for thread in threads:
+            thread.join()
+
+
+def _worker(
+    run: _Run,
+    next_recipient: Callable[[], store.Recipient | None],
+    transport: Transport | None,
+    db: Database,
+) -> None:
+    """One connection's loop: deliver until the readers run out or the run is halted."""
+    try:
+        while (recipient := next_recipient()) is not None:
             if run.stop.is_set():
                 continue  # drain: what is left stays pending for the next run
             try:
-                transport = _deliver(
-                    db,
-                    settings,
-                    slug,
-                    messages,
-                    tokens,
-                    send_id,
-                    run,
-                    recipient,
-                    transport,
-                    transport_factory,
-                )
+                transport = _deliver(run, db, recipient, transport)
             except TransportError as e:  # the login was refused mid-run: no point going on
                 run.halt(str(e))
             except Exception as e:  # keep the run's bookkeeping whole; report, do not hide
@@ -357,41 +348,36 @@ def _worker(
     finally:
         if transport is not None:
             transport.close()
-        db.close()
 
 
 def _deliver(
-    db: Database,
-    settings: Settings,
-    slug: str,
-    messages: IssueMessages,
-    tokens: ReaderTokens,
-    send_id: int,
-    run: _Run,
-    recipient: store.Recipient,
-    transport: Transport | None,
-    transport_factory: TransportFactory,
+    run: _Run, db: Database, recipient: store.Recipient, transport: Transport | None
 ) -> Transport | None:
     """One reader: send with retries, then record the outcome. Returns the live transport."""
-    if not store.is_active(db, recipient.subscriber_id):  # unsubscribed since the run began
+    settings = run.settings
+
+    def record(status: store.DeliveryStatus, reply: str, message_id: str | None) -> None:
         store.record_delivery(
             db,
             recipient.delivery_id,
-            status="skipped",
-            attempts=recipient.attempts,
-            reply="no longer subscribed",
-            message_id=None,
-            send_id=send_id,
+            status=status,
+            attempts=attempts,
+            reply=reply,
+            message_id=message_id,
+            send_id=run.send_id,
         )
+
+    attempts = recipient.attempts
+    if not store.is_active(db, recipient.subscriber_id):  # unsubscribed since the run began
+        record("skipped", "no longer subscribed", None)
         run.count("skipped")
         return transport
-    envelope = messages.for_reader(
+    envelope = run.messages.for_reader(
         recipient.subscriber_id,
         recipient.email,
         recipient.name,
-        tokens.unsubscribe(recipient.subscriber_id),
+        run.tokens.unsubscribe(recipient.subscriber_id),
     )
-    attempts = recipient.attempts
     reply = ""
     for attempt in range(1, settings.smtp_max_attempts + 1):
         if attempt > 1:
@@ -402,28 +388,18 @@ def _deliver(
         attempts += 1
         try:
             if transport is None:
-                transport = transport_factory(settings)
+                transport = run.transport_factory(settings)
             reply = transport.send(envelope)
         except TransportError as e:
             if not e.temporary:
-                store.record_delivery(
-                    db,
-                    recipient.delivery_id,
-                    status="failed",
-                    attempts=attempts,
-                    reply=str(e),
-                    message_id=envelope.message_id,
-                    send_id=send_id,
-                )
+                record("failed", str(e), envelope.message_id)
                 run.count("failed", f"{recipient.email}: {e}")
                 raise
-            transport = None
-            reply = str(e)
+            transport, reply = None, str(e)
             continue
         except DeliveryRefused as e:
             reply = e.reply
             if e.bounced:
-                hard = bool(_HARD_BOUNCE.search(e.reply))
                 store.record_bounce(
                     db,
                     recipient.delivery_id,
@@ -431,8 +407,8 @@ def _deliver(
                     attempts=attempts,
                     reply=e.reply,
                     message_id=envelope.message_id,
-                    send_id=send_id,
-                    hard=hard,
+                    send_id=run.send_id,
+                    hard=bool(_HARD_BOUNCE.search(e.reply)),
                     bounce_limit=settings.bounce_limit,
                 )
                 run.count("bounced")
@@ -440,26 +416,10 @@ def _deliver(
             if e.permanent:  # refused at MAIL FROM: the sender, not the reader; no retry helps
                 break
             continue
-        store.record_delivery(
-            db,
-            recipient.delivery_id,
-            status="sent",
-            attempts=attempts,
-            reply=reply,
-            message_id=envelope.message_id,
-            send_id=send_id,
-        )
+        record("sent", reply, envelope.message_id)
         run.count("sent")
         return transport
-    store.record_delivery(
-        db,
-        recipient.delivery_id,
-        status="failed",
-        attempts=attempts,
-        reply=reply,
-        message_id=envelope.message_id,
-        send_id=send_id,
-    )
+    record("failed", reply, envelope.message_id)
     run.count("failed", f"{recipient.email}: {reply}")
     return transport
 
