@@ -21,11 +21,14 @@ class ReaderTokens:
         if not keys:
             raise ValueError("at least one secret key is needed")
         self._unsubscribe = URLSafeSerializer(keys, salt="newsletter.unsubscribe")
+        # What dumps() would make anew for every reader (it derives the key each time).
+        self._unsubscribe_signer = self._unsubscribe.make_signer()
         self._confirm = URLSafeTimedSerializer(keys, salt="newsletter.confirm")
         self._form = URLSafeTimedSerializer(keys, salt="newsletter.form")
 
     def unsubscribe(self, subscriber_id: int) -> str:
-        return str(self._unsubscribe.dumps(subscriber_id))
+        payload = self._unsubscribe.dump_payload(subscriber_id)
+        return self._unsubscribe_signer.sign(payload).decode("ascii")
 
     def read_unsubscribe(self, token: str) -> int:
         try:
