@@ -28,10 +28,11 @@ from rich.progress import (
 from sqlite_utils import Database
 
 from . import db as store
-from . import sender, subscriber_csv
+from . import doctor, sender, subscriber_csv
 from .addresses import clean_name, normalise_address
 from .config import Settings, load_settings
-from .errors import NewsletterError
+from .dkim import KEY_BITS, generate_key
+from .errors import ConfigError, NewsletterError
 from .posts import find_post, load_posts
 
 app = typer.Typer(
@@ -42,6 +43,8 @@ app = typer.Typer(
 )
 subscribers_app = typer.Typer(help="Keep the list of readers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
+dkim_app = typer.Typer(help="Sign mail with DKIM.", no_args_is_help=True)
+app.add_typer(dkim_app, name="dkim")
 
 STATUS_CHOICES = ("active", "unsubscribed", "bounced", "pending", "all")
 SAMPLE_READER = ("Sample Reader", "reader@example.org", "sample-unsubscribe-token")
@@ -198,8 +201,25 @@ def subscribers_import(
 @reports_errors
 def subscribers_export(
     file: Annotated[Path | None, typer.Argument(help="Write here instead of stdout.")] = None,
+    email: Annotated[
+        str | None,
+        typer.Option("--email", help="One person: everything kept about them, as JSON."),
+    ] = None,
 ) -> None:
-    """Export every reader as CSV (imports back unchanged)."""
+    """Export every reader as CSV (imports back unchanged), or one person's data as JSON."""
+    if email is not None:
+        with _database(_settings()) as db:
+            data = store.personal_data(db, normalise_address(email))
+        document = json.dumps(data.as_dict(), ensure_ascii=False, indent=2) + "\n"
+        if file is None:
+            typer.echo(document, nl=False)
+            return
+        try:
+            file.write_text(document, encoding="utf-8")
+        except OSError as e:
+            raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
+        typer.echo(f"Exported what is kept about {data.email} to {file}", err=True)
+        return
     with _database(_settings()) as db:
         if file is None:
             subscriber_csv.export_csv(db, sys.stdout)
@@ -210,6 +230,84 @@ def subscribers_export(
         except OSError as e:
             raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
     typer.echo(f"Exported {count} readers to {file}", err=True)
+
+
+# --- deliverability: dkim, doctor -----------------------------------------------------------
+
+
+@dkim_app.command("generate")
+@reports_errors
+def dkim_generate(
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector", "-s", help="Default: NEWSLETTER_DKIM_SELECTOR, else 'newsletter'."
+        ),
+    ] = None,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", "-d", help="Default: NEWSLETTER_DKIM_DOMAIN, else From's."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="The key file. Default: NEWSLETTER_DKIM_KEY_FILE, else dkim.key."
+        ),
+    ] = None,
+) -> None:
+    """Write a new 2048-bit DKIM key (never over an existing file); print its DNS record."""
+    settings = _settings()
+    selector = selector or settings.dkim_selector or "newsletter"
+    from_domain = settings.from_address.domain if settings.from_address else None
+    domain = domain or settings.dkim_domain or from_domain
+    if domain is None:
+        raise ConfigError("give --domain, or set NEWSLETTER_FROM or NEWSLETTER_DKIM_DOMAIN")
+    path = out or settings.dkim_key_file or settings.directory / "dkim.key"
+    record = generate_key(path, selector, domain)
+    typer.echo(
+        f"Wrote a {KEY_BITS}-bit DKIM key to {path}, readable only by you; keep it secret. "
+        "Publish this DNS TXT record:",
+        err=True,
+    )
+    typer.echo(record.zone_line())
+    typer.echo(
+        f"(In a zone file, as strings of at most 255 characters: {record.zone_file_line()})",
+        err=True,
+    )
+    key_setting = (
+        path.resolve().relative_to(settings.directory)
+        if path.resolve().is_relative_to(settings.directory)
+        else path.resolve()
+    )
+    typer.echo(
+        f"Then set in .env: NEWSLETTER_DKIM_KEY_FILE={key_setting} "
+        f"NEWSLETTER_DKIM_SELECTOR={record.selector} NEWSLETTER_DKIM_DOMAIN={record.domain}",
+        err=True,
+    )
+
+
+@app.command("doctor")
+@reports_errors
+def doctor_command(
+    smtp: Annotated[
+        bool, typer.Option("--smtp", help="Also connect and log in to the SMTP server.")
+    ] = False,
+) -> None:
+    """Check the setup against Gmail's and Yahoo's bulk sender rules (exit 1: something missing).
+
+    Sends nothing; with --smtp, connects and logs in to the SMTP server and leaves.
+    """
+    checks = doctor.run_checks(_settings(), smtp=smtp)
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        typer.echo(f"{check.status:<8} {check.name:<{width}}  {check.message}")
+    missing = doctor.missing(checks)
+    warnings = sum(check.status == "warning" for check in checks)
+    noted = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
+    if missing:
+        typer.echo(f"{len(missing)} missing{noted}: bulk mail is not ready to go out")
+        raise typer.Exit(1)
+    typer.echo(f"Nothing required is missing{noted}")
 
 
 # --- posts, preview -------------------------------------------------------------------------
@@ -410,3 +508,28 @@ def log(
                 )
         if not found:
             raise NewsletterError(f"nothing in the send log for {slug!r}")
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@app.command("serve")
+@reports_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
+) -> None:
+    """Serve the readers' pages: subscribe, confirm, unsubscribe and read past posts."""
+    # Imported here: only `serve` needs the web stack, and every other command starts faster.
+    import uvicorn
+
+    from .web import create_app
+
+    settings = _settings()
+    application = create_app(settings)
+    typer.echo(
+        f"Serving {settings.title} on http://{host}:{port}/ (links in emails point to "
+        f"{settings.base_url}/); Ctrl+C stops",
+        err=True,
+    )
+    uvicorn.run(application, host=host, port=port, server_header=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -82,7 +82,12 @@ def m001_initial(db: Database) -> None:
             sent_at TEXT,
             UNIQUE (slug, subscriber_id)
         )""",
-        "CREATE INDEX deliveries_slug_status ON deliveries (slug, status, id)",
+        # The queue of work: a delivery leaves this partial index the moment it is sent,
+        # which keeps the per-delivery write small.
+        "CREATE INDEX deliveries_due ON deliveries (slug, id)"
+        " WHERE status IN ('pending', 'failed')",
+        # `log SLUG` pages through a post's deliveries in id order; a send never changes these.
+        "CREATE INDEX deliveries_slug ON deliveries (slug, id)",
         "CREATE INDEX deliveries_subscriber ON deliveries (subscriber_id)",
     ):
         db.execute(statement)
@@ -120,6 +125,12 @@ def stored_secret_key(db: Database) -> str:
         [secrets.token_urlsafe(32)],
     )
     return db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()[0]
+
+
+def read_stored_secret_key(db: Database) -> str | None:
+    """The key kept in the database, if one was made; unlike stored_secret_key, never makes one."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    return row[0] if row else None
 
 
 # --- subscribers ----------------------------------------------------------------------------
@@ -230,19 +241,32 @@ def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
     )
 
 
-def note_confirmation_sent(db: Database, subscriber_id: int) -> None:
-    db.execute(
-        "UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?", [now(), subscriber_id]
-    )
-
-
 def delete_subscriber(db: Database, email: str) -> Subscriber:
-    """Erase a person: their row, and their address in the send log (the counts stay)."""
+    """Erase a person: their row, and their address in the send log (the counts stay).
+
+    Test copies sent to the address lose it too, and so do server replies and run notes that
+    quote it ("550 5.1.1 <ann@example.org>: unknown user"). Erasing is rare, so the scans of
+    the log that this takes are affordable.
+    """
     subscriber = require_subscriber(db, email)
+    address = subscriber.email
     with db.atomic():
+        for table, column in (("deliveries", "last_reply"), ("sends", "note")):
+            db.execute(
+                f"UPDATE {table} SET {column} = replace({column}, ?, '(erased)')"
+                f" WHERE instr({column}, ?) > 0",
+                [address, address],
+            )
+            # Quoted in another case: drop the text rather than keep the address.
+            db.execute(
+                f"UPDATE {table} SET {column} = '(erased)'"
+                f" WHERE instr(lower({column}), lower(?)) > 0",
+                [address],
+            )
         db.execute(
-            "UPDATE deliveries SET email = NULL, subscriber_id = NULL WHERE subscriber_id = ?",
-            [subscriber.id],
+            "UPDATE deliveries SET email = NULL, subscriber_id = NULL"
+            " WHERE subscriber_id = ? OR lower(email) = lower(?)",
+            [subscriber.id, address],
         )
         db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
     return subscriber
@@ -563,6 +587,39 @@ def iter_deliveries(db: Database, slug: str, batch: int = 2000) -> Iterator[Deli
         last_id = rows[-1][0]
 
 
+@dataclass(frozen=True)
+class PersonalData:
+    """Everything kept about one person (GDPR art. 15): their row, consent and deliveries."""
+
+    email: str
+    subscriber: Subscriber | None
+    deliveries: list[Delivery]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "subscriber": asdict(self.subscriber) if self.subscriber else None,
+            "deliveries": [asdict(delivery) for delivery in self.deliveries],
+        }
+
+
+def personal_data(db: Database, email: str) -> PersonalData:
+    """What the list and the send log hold about `email`, test copies sent to it included."""
+    subscriber = get_subscriber(db, email)
+    rows = db.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE subscriber_id = ?"
+        " OR (subscriber_id IS NULL AND lower(email) = lower(?)) ORDER BY id",
+        [subscriber.id if subscriber else None, email],
+    ).fetchall()
+    if subscriber is None and not rows:
+        raise SubscriberError(f"nothing is kept about {email}: not on the list, never mailed")
+    return PersonalData(
+        email=subscriber.email if subscriber else email,
+        subscriber=subscriber,
+        deliveries=[Delivery(*row) for row in rows],
+    )
+
+
 def last_send(db: Database, slug: str) -> dict[str, Any] | None:
     row = db.execute(
         "SELECT id, kind, status, started_at, finished_at, sent, failed, bounced, skipped, note"
@@ -584,3 +641,46 @@ def last_send(db: Database, slug: str) -> dict[str, Any] | None:
         "note",
     )
     return dict(zip(keys, row, strict=True))
+
+
+# --- double opt-in (the web form) -----------------------------------------------------------
+
+
+def add_pending_subscriber(db: Database, email: str, name: str, consent: Consent) -> Subscriber:
+    """Add a reader who asked on the web, waiting for confirmation; return whoever is there.
+
+    INSERT OR IGNORE rather than add_subscriber: two forms sent at once for one address must
+    both end with the one row, not an error, and a reader already on the list stays as they are.
+    """
+    stamp = now()
+    db.execute(
+        "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
+        " status_changed_at, consent_at, consent_ip, consent_user_agent, consent_form)"
+        " VALUES (?, ?, 'pending', 'web', ?, ?, ?, ?, ?, ?)",
+        [email, name, stamp, stamp, consent.at, consent.ip, consent.user_agent, consent.form],
+    )
+    return require_subscriber(db, email)
+
+
+def claim_confirmation(db: Database, subscriber_id: int, *, last_allowed: str) -> bool:
+    """Note a confirmation email as sent now, unless one went out after `last_allowed`.
+
+    One conditional UPDATE, so two requests at once cannot both win the right to send.
+    """
+    cursor = db.execute(
+        "UPDATE subscribers SET confirmation_sent_at = ? WHERE id = ?"
+        " AND (confirmation_sent_at IS NULL OR confirmation_sent_at <= ?)",
+        [now(), subscriber_id, last_allowed],
+    )
+    return cursor.rowcount == 1
+
+
+def activate_subscriber(db: Database, subscriber_id: int, consent: Consent) -> None:
+    """Make a reader active on their own confirmed request, keeping the consent that says so.
+
+    The bounce count starts again: the reader has just shown that the address works.
+    """
+    with db.atomic():
+        set_status(db, subscriber_id, "active")
+        record_consent(db, subscriber_id, consent)
+        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])

@@ -1,11 +1,30 @@
-"""DKIM signing with dkimpy, when the three NEWSLETTER_DKIM_* settings are given."""
+"""DKIM: signing with dkimpy when the three NEWSLETTER_DKIM_* settings are given, and new keys.
+
+dkimpy signs and verifies; it makes keys by running the openssl program, so new keys come from
+the `cryptography` package instead (no program on PATH needed).
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dkim.crypto import UnparsableKeyError, parse_pem_private_key
 
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, KeyFileError
+
+KEY_BITS = 2048
+MIN_KEY_BITS = 1024  # receivers (dkimpy, Gmail) ignore signatures made with shorter keys
+TXT_STRING_LIMIT = 255  # one character-string in a DNS TXT record
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 
 SIGNED_HEADERS = (
     b"From",
@@ -19,6 +38,9 @@ SIGNED_HEADERS = (
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
 )
+# Each header is named twice, one more time than a message has it ("oversigning"): a second
+# From or Subject added on the way then breaks the signature instead of riding along under it.
+_INCLUDE_HEADERS = [*SIGNED_HEADERS, *SIGNED_HEADERS]
 
 
 class DkimSigner:
@@ -36,9 +58,13 @@ class DkimSigner:
             self.domain,
             self.private_key,
             canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=list(SIGNED_HEADERS),
+            include_headers=_INCLUDE_HEADERS,
         )
         return signature + message
+
+    @functools.cached_property
+    def key_bits(self) -> int:
+        return _key_bits(self.private_key)
 
 
 def signer_from_settings(settings: Settings) -> DkimSigner | None:
@@ -52,10 +78,113 @@ def signer_from_settings(settings: Settings) -> DkimSigner | None:
             "NEWSLETTER_DKIM_DOMAIN"
         )
     assert settings.dkim_key_file and settings.dkim_selector and settings.dkim_domain
+    selector = check_selector(settings.dkim_selector, "NEWSLETTER_DKIM_SELECTOR")
+    domain = check_domain(settings.dkim_domain, "NEWSLETTER_DKIM_DOMAIN")
+    path = settings.dkim_key_file
     try:
-        key = settings.dkim_key_file.read_bytes()
+        key = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read the DKIM key {settings.dkim_key_file}: {e.strerror}") from e
+        raise ConfigError(f"cannot read the DKIM key {path}: {e.strerror}") from e
+    # dkimpy finds the PEM body by "--\n": a key saved with CRLF line ends would not parse.
+    key = key.replace(b"\r\n", b"\n")
     if b"PRIVATE KEY" not in key:
-        raise ConfigError(f"{settings.dkim_key_file} is not a PEM private key")
-    return DkimSigner(key, settings.dkim_selector, settings.dkim_domain)
+        raise ConfigError(f"{path} is not a PEM private key")
+    try:
+        bits = _key_bits(key)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    if bits < MIN_KEY_BITS:
+        raise ConfigError(
+            f"{path} is a {bits}-bit key; receivers ignore DKIM keys under {MIN_KEY_BITS} bits "
+            "(make one with `newsletter dkim generate`)"
+        )
+    return DkimSigner(key, selector, domain)
+
+
+def _key_bits(private_key: bytes) -> int:
+    """The size of an RSA key as dkimpy reads it; a key it cannot read is a ConfigError."""
+    try:
+        return int(parse_pem_private_key(private_key)["modulus"]).bit_length()
+    except (UnparsableKeyError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise ConfigError(
+            "not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)"
+        ) from e
+
+
+def check_selector(selector: str, setting: str = "") -> str:
+    """A DKIM selector: one or more DNS labels, in ASCII."""
+    if not all(_LABEL.fullmatch(label) for label in selector.split(".")):
+        where = f"{setting}: " if setting else ""
+        raise ConfigError(f"{where}{selector!r} is not a DKIM selector such as 'newsletter'")
+    return selector
+
+
+def check_domain(domain: str, setting: str = "") -> str:
+    """A domain to sign for: two or more DNS labels, in ASCII (an IDN in its xn-- form)."""
+    labels = domain.rstrip(".").split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        where = f"{setting}: " if setting else ""
+        raise ConfigError(f"{where}{domain!r} is not a domain name such as example.org")
+    return domain.rstrip(".").lower()
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    """The DNS TXT record that publishes a DKIM public key."""
+
+    selector: str
+    domain: str
+    value: str  # v=DKIM1; k=rsa; p=...
+
+    @property
+    def name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    def zone_line(self) -> str:
+        """One quoted string, as DNS providers' web forms take it."""
+        return f'{self.name} IN TXT "{self.value}"'
+
+    def zone_file_line(self) -> str:
+        """Split into strings of at most 255 characters, as a zone file (BIND) needs it."""
+        chunks = [
+            self.value[i : i + TXT_STRING_LIMIT]
+            for i in range(0, len(self.value), TXT_STRING_LIMIT)
+        ]
+        return f"{self.name} IN TXT ( " + " ".join(f'"{c}"' for c in chunks) + " )"
+
+
+def generate_key(path: Path, selector: str, domain: str) -> DnsRecord:
+    """Write a new RSA key readable only by its owner; never replace an existing file."""
+    selector = check_selector(selector)
+    domain = check_domain(domain)
+    # O_EXCL: an existing file (or a symlink planted there) is refused, never truncated.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(
+            f"{path} already exists; not overwriting a DKIM key (move it away or give --out)"
+        ) from None
+    except OSError as e:
+        raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+        pem = key.private_bytes(
+            encoding=serialization.Encoding.PEM,
+            format=serialization.PrivateFormat.TraditionalOpenSSL,  # PKCS#1: all signers read it
+            encryption_algorithm=serialization.NoEncryption(),
+        )
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException as e:
+        path.unlink(missing_ok=True)  # no half-written key left to be mistaken for one
+        if isinstance(e, OSError):
+            raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
+        raise
+    public = key.public_key().public_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    return DnsRecord(selector, domain, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}")

@@ -29,6 +29,10 @@ class ImportFileError(NewsletterError):
     """A CSV file cannot be imported at all (no email column, not text)."""
 
 
+class KeyFileError(NewsletterError):
+    """A DKIM key cannot be written: the file exists already or the folder is not writable."""
+
+
 class BadToken(NewsletterError):
     """A signed link was tampered with, expired, or made with another key."""
 
@@ -65,3 +69,7 @@ class DeliveryRefused(NewsletterError):
     @property
     def bounced(self) -> bool:
         return self.permanent and self.stage in ("RCPT", "DATA")
+
+
+class NotOnList(SubscriberError):
+    """A reader's link names nobody on the list: a test copy's link (id 0) or an erased reader."""

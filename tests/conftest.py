@@ -9,13 +9,16 @@ import email.policy
 import shutil
 import socket
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlite_utils import Database
@@ -24,6 +27,7 @@ from typer.testing import CliRunner
 from newsletter import db as store
 from newsletter.cli import app
 from newsletter.config import Settings, load_settings
+from newsletter.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 FROM = "Jane Author <jane@example.org>"
@@ -108,6 +112,7 @@ class SmtpSink:
     drop_every: int = 0  # every Nth DATA: connection closed, no reply
     stall_every: int = 0  # every Nth DATA: no answer for stall_seconds, then 451, nothing kept
     stall_seconds: float = 0.0
+    pipelining: bool = True  # advertise RFC 2920 PIPELINING, as Postfix and most services do
     data_count: int = 0
     tempfail_count: int = 0
     drop_count: int = 0
@@ -150,6 +155,8 @@ class SmtpSink:
         with self.lock:
             self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
         return responses
 
 
@@ -225,3 +232,75 @@ def add_readers(database: Database, count: int, *, start: int = 0) -> list[str]:
         dry_run=False,
     )
     return addresses
+
+
+# --- the web app ----------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll until `condition()` is truthy: mail the web app sends after answering comes later."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting after {timeout}s")
+        time.sleep(0.02)
+    return result
+
+
+@dataclass
+class LiveServer:
+    """The web app under a real uvicorn on loopback, over the test newsletter's settings."""
+
+    url: str
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Shut down as uvicorn does on Ctrl+C: it waits for every answer and background task,
+        so what the app was going to send has been sent when this returns."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def start_server(smtp_project: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start the app on a free loopback port, mailing the SMTP sink; keyword arguments are
+    written to .env first. The base URL is the server's, so links in sent mail lead to it."""
+    started: list[LiveServer] = []
+
+    def start(**env: object) -> LiveServer:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        write_env(smtp_project, BASE_URL=url, **env)
+        settings = load_settings(smtp_project, environ={})
+        config = uvicorn.Config(
+            create_app(settings),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            forwarded_allow_ips="127.0.0.1",  # tests play other clients with X-Forwarded-For
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        live = LiveServer(url, settings, server, thread)
+        started.append(live)
+        wait_for(lambda: server.started or not thread.is_alive())
+        assert server.started, "uvicorn did not start"
+        return live
+
+    yield start
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def live_server(start_server: Callable[..., LiveServer]) -> LiveServer:
+    return start_server()

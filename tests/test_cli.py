@@ -315,3 +315,149 @@ def test_database_path_that_is_a_folder(cli: Cli, project: Path) -> None:
         1,
         f"Error: {project / 'newsletter.db'} is not a file\n",
     )
+
+
+# --- compliance: postal address, erasure and access (issue 7) ------------------------------
+
+SENT_SLUG = "ofsted-joint-inspections"
+POSTAL_WARNING = (
+    "Warning: NEWSLETTER_POSTAL_ADDRESS is not set; bulk mail should carry a postal address "
+    "(CAN-SPAM)\n"
+)
+
+
+def database_dump(project: Path) -> str:
+    """Every row of every table, as SQL: where an erased address would still show."""
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return "\n".join(database.conn.iterdump())
+    finally:
+        database.close()
+
+
+def test_send_warns_when_the_postal_address_is_unset(cli: Cli, project: Path) -> None:
+    cli("subscribers", "add", "ann@example.org")
+    assert cli("send", "--yes").stderr == ""
+    env = (project / ".env").read_text().splitlines()
+    (project / ".env").write_text(
+        "".join(line + "\n" for line in env if not line.startswith("NEWSLETTER_POSTAL_ADDRESS="))
+    )
+    cli("subscribers", "add", "bob@example.org")
+    result = cli("send", "--yes")
+    assert result.stderr == POSTAL_WARNING
+    assert result.stdout.splitlines()[-1].startswith("Sent 1, failed 0")  # a warning, not a stop
+    assert len(list((project / "outbox" / "new").iterdir())) == 2
+
+
+def test_delete_erases_the_address_from_the_send_log_and_keeps_the_counts(
+    smtp_project: Path, smtp_sink, cli: Cli
+) -> None:
+    for who in ("ann", "bob", "carol"):
+        cli("subscribers", "add", f"{who}@example.org", "--name", f"{who.title()} Reader")
+    smtp_sink.reject["carol@example.org"] = (
+        "550 5.1.1 <carol@example.org>: Recipient address rejected: User unknown"
+    )
+    cli("send", "--yes")
+    cli("send", "--to", "Ann@example.org")  # a test copy logs the address as typed
+    (before,) = [json.loads(line) for line in cli("log", "--json").stdout.splitlines()]
+    assert (before["sent"], before["bounced"], before["tests"]) == (2, 1, 1)
+    assert "<carol@example.org>: Recipient" in database_dump(smtp_project)  # the reply quotes it
+
+    cli("subscribers", "delete", "ann@example.org")
+    cli("subscribers", "delete", "carol@example.org")
+
+    (after,) = [json.loads(line) for line in cli("log", "--json").stdout.splitlines()]
+    assert after == before
+    dump = database_dump(smtp_project).lower()
+    for gone in ("ann@example.org", "carol@example.org", "ann reader", "carol reader"):
+        assert gone not in dump
+    assert "bob@example.org" in dump
+    per_reader = cli("log", SENT_SLUG).stdout.splitlines()
+    assert sorted(line.split()[0] for line in per_reader) == [
+        "(erased)",
+        "(erased)",
+        "(erased)",
+        "bob@example.org",
+    ]
+    (bounce,) = [line for line in per_reader if " bounced " in line]
+    assert "550 5.1.1 <(erased)>: Recipient address rejected: User unknown" in bounce
+
+
+def test_delete_scrubs_the_address_from_a_stopped_runs_note(
+    smtp_project: Path, smtp_sink, cli: Cli
+) -> None:
+    write_env(smtp_project, SMTP_MAX_ATTEMPTS=1, MAX_CONSECUTIVE_FAILURES=1)
+    cli("subscribers", "add", "dave@example.org")
+    smtp_sink.reject_data["dave@example.org"] = "451 4.2.2 <dave@example.org>: mailbox full"
+    assert cli("send", "--yes", ok=False).exit_code == 1  # stopped early, the note says why
+    database = store.open_db(smtp_project / "newsletter.db")
+    assert "dave@example.org" in store.last_send(database, SENT_SLUG)["note"]
+    cli("subscribers", "delete", "dave@example.org")
+    assert "(erased)" in store.last_send(database, SENT_SLUG)["note"]
+    database.close()
+    assert "dave@example.org" not in database_dump(smtp_project).lower()
+
+
+def test_export_email_gives_one_person_everything_kept_about_them(
+    smtp_project: Path, smtp_sink, cli: Cli, tmp_path: Path
+) -> None:
+    database = store.open_db(smtp_project / "newsletter.db")
+    consent = store.Consent(
+        at="2026-01-02T03:04:05+00:00",
+        ip="192.0.2.7",
+        user_agent="Mozilla/5.0 Firefox/140.0",
+        form="https://news.example.org/subscribe",
+    )
+    store.add_subscriber(database, "ann@example.org", "Ann Archer", source="web", consent=consent)
+    database.close()
+    cli("subscribers", "add", "bob@example.org")
+    cli("send", "--yes")
+    cli("send", "--to", "ann@example.org")
+    cli("send", "--to", "stranger@example.org")
+
+    result = cli("subscribers", "export", "--email", "ANN@example.org")
+    data = json.loads(result.stdout)
+    assert data["email"] == "ann@example.org"
+    row = data["subscriber"]
+    assert (row["email"], row["name"], row["status"], row["source"]) == (
+        "ann@example.org",
+        "Ann Archer",
+        "active",
+        "web",
+    )
+    assert (
+        row["consent_at"],
+        row["consent_ip"],
+        row["consent_user_agent"],
+        row["consent_form"],
+    ) == (
+        consent.at,
+        consent.ip,
+        consent.user_agent,
+        consent.form,
+    )
+    deliveries = [(d["slug"], d["test"], d["status"]) for d in data["deliveries"]]
+    assert deliveries == [(SENT_SLUG, 0, "sent"), (SENT_SLUG, 1, "sent")]
+    ann_messages = [
+        r.message["Message-ID"] for r in smtp_sink.received if r.rcpt_tos == ["ann@example.org"]
+    ]
+    assert [d["message_id"] for d in data["deliveries"]] == ann_messages
+    assert "bob@example.org" not in result.stdout and "stranger" not in result.stdout
+
+    out = tmp_path / "ann.json"
+    written = cli("subscribers", "export", "--email", "ann@example.org", str(out))
+    assert json.loads(out.read_text(encoding="utf-8")) == data
+    assert written.stderr == f"Exported what is kept about ann@example.org to {out}\n"
+
+    stranger = json.loads(cli("subscribers", "export", "--email", "stranger@example.org").stdout)
+    assert stranger["subscriber"] is None
+    assert [(d["test"], d["email"]) for d in stranger["deliveries"]] == [
+        (1, "stranger@example.org")
+    ]
+
+    cli("subscribers", "delete", "ann@example.org")
+    gone = cli("subscribers", "export", "--email", "ann@example.org", ok=False)
+    assert (gone.exit_code, gone.stderr) == (
+        1,
+        "Error: nothing is kept about ann@example.org: not on the list, never mailed\n",
+    )

@@ -23,7 +23,7 @@ def test_unsubscribe_token_is_signed_and_not_the_address() -> None:
         lambda t: "not-a-token",
     ],
 )
-def test_tampered_tokens_are_refused(mangle) -> None:  # noqa: ANN001
+def test_tampered_tokens_are_refused(mangle) -> None:
     tokens = ReaderTokens(["key"])
     with pytest.raises(BadToken, match="this unsubscribe link is not valid"):
         tokens.read_unsubscribe(mangle(tokens.unsubscribe(42)))

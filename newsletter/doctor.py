@@ -1,0 +1,266 @@
+"""`newsletter doctor`: is this newsletter set up as Gmail's and Yahoo's bulk sender rules ask?
+
+Those rules (2024) want mail signed (DKIM) for a domain aligned with From, From on the sender's
+own domain, one-click unsubscribe (RFC 8058: an https link that takes a POST), and CAN-SPAM adds
+a postal address. Each check returns a record; the CLI prints them. A `missing` check is one
+that the rules require; a `warning` is worth fixing but mail can go out without it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from . import db as store
+from .config import Settings
+from .dkim import KEY_BITS, signer_from_settings
+from .errors import NewsletterError
+from .mailer import SMTPTransport
+
+CheckStatus = Literal["ok", "warning", "missing"]
+MIN_SECRET_KEY_LENGTH = 32
+
+# Their DMARC policies tell receivers to reject or quarantine mail From their domains that
+# their own servers did not send: a newsletter cannot be From one of these.
+MAILBOX_PROVIDER_DOMAINS = frozenset(
+    {
+        "aol.com",
+        "gmail.com",
+        "googlemail.com",
+        "hotmail.com",
+        "icloud.com",
+        "live.com",
+        "mac.com",
+        "me.com",
+        "msn.com",
+        "outlook.com",
+        "yahoo.com",
+        "ymail.com",
+    }
+)
+# RFC 2606 / 6761 names that never receive or send real mail.
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org", "localhost")
+RESERVED_SUFFIXES = (".example", ".invalid", ".localhost", ".test")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was checked, how it stands, and what to do."""
+
+    name: str
+    status: CheckStatus
+    message: str
+
+
+def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
+    """Every check, in the order a reader of the report fixes them; `smtp` also logs in."""
+    return [
+        check_from(settings),
+        *check_dkim(settings),
+        check_base_url(settings),
+        check_secret_key(settings),
+        check_postal_address(settings),
+        check_smtp(settings, login=smtp),
+    ]
+
+
+def missing(checks: list[Check]) -> list[Check]:
+    return [check for check in checks if check.status == "missing"]
+
+
+def check_from(settings: Settings) -> Check:
+    sender = settings.from_address
+    if sender is None:
+        return Check(
+            "From",
+            "missing",
+            "NEWSLETTER_FROM is not set: e.g. NEWSLETTER_FROM='Jane Author <jane@example.org>'",
+        )
+    domain = sender.domain.lower()
+    if _is_mailbox_provider(domain):
+        return Check(
+            "From",
+            "missing",
+            f"{sender.addr_spec} is on {domain}, whose DMARC policy makes receivers refuse it "
+            "from other servers: send From an address on your own domain",
+        )
+    if domain in RESERVED_DOMAINS or domain.endswith(RESERVED_SUFFIXES):
+        return Check(
+            "From",
+            "warning",
+            f"{sender.addr_spec}: {domain} is a reserved example domain; no receiver trusts it",
+        )
+    return Check("From", "ok", f"{sender.addr_spec} (domain {domain})")
+
+
+def check_dkim(settings: Settings) -> list[Check]:
+    """DKIM configured, its key readable and strong; its domain aligned with From's."""
+    try:
+        signer = signer_from_settings(settings)
+    except NewsletterError as e:
+        return [Check("DKIM", "missing", str(e))]
+    if signer is None:
+        return [
+            Check(
+                "DKIM",
+                "missing",
+                "not configured: run `newsletter dkim generate`, publish the DNS record it "
+                "prints, then set NEWSLETTER_DKIM_KEY_FILE, _SELECTOR and _DOMAIN",
+            )
+        ]
+    selector, domain = signer.selector.decode(), signer.domain.decode()
+    key = f"{signer.key_bits}-bit key {settings.dkim_key_file}"
+    record = f"TXT record {selector}._domainkey.{domain}"
+    if signer.key_bits < KEY_BITS:
+        checks = [Check("DKIM", "warning", f"{key} is weak: make a {KEY_BITS}-bit one ({record})")]
+    else:
+        checks = [Check("DKIM", "ok", f"signs as d={domain} with the {key} ({record})")]
+    if settings.from_address is not None:
+        from_domain = settings.from_address.domain.lower()
+        if _aligned(domain, from_domain):
+            checks.append(Check("DKIM alignment", "ok", f"d={domain} aligns with From"))
+        else:
+            checks.append(
+                Check(
+                    "DKIM alignment",
+                    "warning",
+                    f"d={domain} is not the From domain {from_domain}, nor its parent or "
+                    "subdomain: DMARC then rests on SPF alone",
+                )
+            )
+    return checks
+
+
+def check_base_url(settings: Settings) -> Check:
+    """The unsubscribe link must be https (RFC 8058) and reachable by readers."""
+    parts = urlsplit(settings.base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "https":
+        return Check(
+            "Base URL",
+            "missing",
+            f"{settings.base_url} is not https: one-click unsubscribe (RFC 8058) needs an "
+            "https link; set NEWSLETTER_BASE_URL to where `newsletter serve` is reached",
+        )
+    if _is_local(host):
+        return Check(
+            "Base URL",
+            "missing",
+            f"{settings.base_url} is this machine or a private network: readers' "
+            "unsubscribe links cannot reach it",
+        )
+    return Check("Base URL", "ok", f"{settings.base_url} (links to unsubscribe and read online)")
+
+
+def check_secret_key(settings: Settings) -> Check:
+    """Readers' links are signed; the key is set, or kept in the database."""
+    if settings.secret_keys:
+        shortest = min(len(key) for key in settings.secret_keys)
+        if shortest < MIN_SECRET_KEY_LENGTH:
+            return Check(
+                "Secret key",
+                "warning",
+                f"NEWSLETTER_SECRET_KEY has a key of {shortest} characters; use "
+                f"{MIN_SECRET_KEY_LENGTH} or more random ones",
+            )
+        count = len(settings.secret_keys)
+        return Check(
+            "Secret key", "ok", f"set in NEWSLETTER_SECRET_KEY ({count} key{'s' * (count > 1)})"
+        )
+    if not settings.db_path.is_file():
+        return Check(
+            "Secret key",
+            "warning",
+            "none yet: one is made at the first send and kept in the database; "
+            "or set NEWSLETTER_SECRET_KEY",
+        )
+    try:
+        database = store.open_db(settings.db_path)
+    except NewsletterError as e:
+        return Check("Secret key", "missing", str(e))
+    try:
+        stored = store.read_stored_secret_key(database)
+    finally:
+        database.close()
+    if stored is None:
+        return Check(
+            "Secret key",
+            "warning",
+            "none yet: one is made at the first send and kept in the database; "
+            "or set NEWSLETTER_SECRET_KEY",
+        )
+    return Check("Secret key", "ok", f"kept in the database {settings.db_path.name}")
+
+
+def check_postal_address(settings: Settings) -> Check:
+    if not settings.postal_address:
+        return Check(
+            "Postal address",
+            "missing",
+            "NEWSLETTER_POSTAL_ADDRESS is not set; CAN-SPAM asks for one in every bulk email",
+        )
+    return Check("Postal address", "ok", settings.postal_address)
+
+
+def check_smtp(settings: Settings, *, login: bool) -> Check:
+    """Where mail goes; with `login`, connect and log in without sending anything."""
+    if not settings.uses_smtp:
+        status: CheckStatus = "missing" if login else "warning"
+        return Check(
+            "SMTP",
+            status,
+            "NEWSLETTER_SMTP_HOST is not set: mail goes to the outbox, not to readers",
+        )
+    transport = SMTPTransport(settings)
+    if not login:
+        if (
+            settings.smtp_security == "none"
+            and settings.smtp_username
+            and not _is_local(transport.host)
+        ):
+            return Check(
+                "SMTP",
+                "warning",
+                f"{transport.where} with NEWSLETTER_SMTP_SECURITY=none: the password "
+                "crosses the network unencrypted",
+            )
+        return Check(
+            "SMTP",
+            "ok",
+            f"{transport.where} ({settings.smtp_security}); `doctor --smtp` logs in to check",
+        )
+    try:
+        return Check("SMTP", "ok", transport.check())
+    except NewsletterError as e:
+        return Check("SMTP", "missing", str(e))
+
+
+def _aligned(dkim_domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed alignment, short of a public suffix list: the same domain, or one a
+    subdomain of the other (siblings such as mail. and news. of one domain are not seen)."""
+    return (
+        from_domain == dkim_domain
+        or from_domain.endswith("." + dkim_domain)
+        or dkim_domain.endswith("." + from_domain)
+    )
+
+
+def _is_mailbox_provider(domain: str) -> bool:
+    # yahoo.co.uk, hotmail.fr and the like share the policy of their .com.
+    return domain in MAILBOX_PROVIDER_DOMAINS or domain.split(".")[0] in (
+        "yahoo",
+        "hotmail",
+        "outlook",
+    )
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_unspecified

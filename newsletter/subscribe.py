@@ -1,0 +1,179 @@
+"""Joining and leaving the list on a reader's own request: double opt-in, unsubscribe, resubscribe.
+
+No web framework here: the web app passes in who asked (`Visitor`), and these functions check the
+signed link, change the database and send the confirmation email, raising the project's errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from email.utils import format_datetime, make_msgid
+from typing import Literal
+
+from sqlite_utils import Database
+
+from . import db as store
+from .addresses import clean_name, normalise_address
+from .config import Settings
+from .dkim import signer_from_settings
+from .errors import NotOnList, SubscriberError
+from .mailer import Transport, open_transport
+from .message import Envelope
+from .render import render_template, template_environment
+from .tokens import ReaderTokens
+
+SubscribeOutcome = Literal["sent", "already active", "too soon"]
+TransportFactory = Callable[[Settings], Transport]
+MAX_USER_AGENT_LENGTH = 400
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who acted and through which form: what the consent record keeps besides the time."""
+
+    ip: str | None
+    user_agent: str | None
+    form: str
+
+    def consent(self) -> store.Consent:
+        agent = (self.user_agent or "")[:MAX_USER_AGENT_LENGTH] or None
+        return store.Consent(at=store.now(), ip=self.ip, user_agent=agent, form=self.form)
+
+
+def confirm_url(settings: Settings, token: str) -> str:
+    return f"{settings.base_url}/confirm/{token}"
+
+
+def confirmation_interval(settings: Settings) -> timedelta:
+    """The least time between two confirmation emails to one address.
+
+    Only the last sending time is kept per reader, so "N an hour" is enforced as one every
+    hour/N: never more than N in any hour, and it survives a restart of the server.
+    """
+    return timedelta(hours=1) / settings.subscribe_limit_per_hour
+
+
+def request_subscription(
+    settings: Settings,
+    db: Database,
+    tokens: ReaderTokens,
+    email: str,
+    name: str,
+    visitor: Visitor,
+    *,
+    transport_factory: TransportFactory = open_transport,
+) -> SubscribeOutcome:
+    """Someone asked to join: keep them pending and email them a link to confirm.
+
+    An active reader gets nothing (they are on the list already); anyone else, new, pending,
+    unsubscribed or bounced, gets a link unless one went to the address too recently. Of a
+    reader already there only the time of that email changes: a stranger's request must not
+    touch their name, status or consent.
+    The caller gives the same answer whatever this returns, so nobody can probe the list.
+    """
+    address, clean = normalise_address(email), clean_name(name)
+    subscriber = store.add_pending_subscriber(db, address, clean, visitor.consent())
+    if subscriber.status == "active":
+        return "already active"
+    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))
+    last_allowed = datetime.now(UTC) - confirmation_interval(settings)
+    if not store.claim_confirmation(
+        db, subscriber.id, last_allowed=last_allowed.isoformat(timespec="seconds")
+    ):
+        return "too soon"
+    transport = transport_factory(settings)
+    try:
+        transport.send(envelope)
+    finally:
+        transport.close()
+    return "sent"
+
+
+def confirmation_email(settings: Settings, subscriber: store.Subscriber, token: str) -> Envelope:
+    """The email with the confirm link, from templates/confirm_email.txt and .html."""
+    sender = settings.sender
+    env = template_environment(settings.templates_dir)
+    context = {
+        "newsletter": {
+            "title": settings.title,
+            "base_url": settings.base_url,
+            "postal_address": settings.postal_address,
+        },
+        "reader": {"email": subscriber.email, "name": subscriber.name},
+        "confirm_url": confirm_url(settings, token),
+    }
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = sender
+    message["To"] = Address(display_name=subscriber.name, addr_spec=subscriber.email)
+    message["Subject"] = f"Confirm your subscription to {settings.title}"
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=sender.domain)
+    # RFC 3834: sent by a program, so out-of-office replies stay away.
+    message["Auto-Submitted"] = "auto-generated"
+    message["MIME-Version"] = "1.0"
+    message.make_alternative()
+    for template, subtype in (("confirm_email.txt", "plain"), ("confirm_email.html", "html")):
+        part = MIMEPart(policy=policy.SMTP)
+        part.set_content(render_template(env, template, context), subtype=subtype)
+        message.attach(part)
+    data = message.as_bytes()
+    signer = signer_from_settings(settings)
+    if signer is not None:
+        data = signer.sign(data)
+    return Envelope(sender.addr_spec, subscriber.email, str(message["Message-ID"]), data)
+
+
+def reader_from_confirm_link(db: Database, tokens: ReaderTokens, token: str) -> store.Subscriber:
+    """The reader a confirm link names, for the page that asks them to press the button."""
+    return _reader(db, tokens.read_confirm(token))
+
+
+def confirm_subscription(
+    db: Database, tokens: ReaderTokens, token: str, visitor: Visitor
+) -> store.Subscriber:
+    """The reader pressed the button behind the emailed link: active, with consent recorded."""
+    subscriber = reader_from_confirm_link(db, tokens, token)
+    if subscriber.status != "active":  # again is harmless and keeps the first consent
+        store.activate_subscriber(db, subscriber.id, visitor.consent())
+    return _reader(db, subscriber.id)
+
+
+def reader_from_unsubscribe_link(
+    db: Database, tokens: ReaderTokens, token: str
+) -> store.Subscriber:
+    """The reader an unsubscribe link names, for the page with the button; changes nothing."""
+    return _reader(db, tokens.read_unsubscribe(token))
+
+
+def unsubscribe(db: Database, tokens: ReaderTokens, token: str) -> store.Subscriber:
+    """Take the reader off the list at once (a send in progress skips them); again is harmless."""
+    subscriber = reader_from_unsubscribe_link(db, tokens, token)
+    store.set_status(db, subscriber.id, "unsubscribed")
+    return _reader(db, subscriber.id)
+
+
+def resubscribe(
+    db: Database, tokens: ReaderTokens, token: str, visitor: Visitor
+) -> store.Subscriber:
+    """Undo an unsubscribe from the same link; anything else needs the confirmed subscribe form."""
+    subscriber = reader_from_unsubscribe_link(db, tokens, token)
+    if subscriber.status == "unsubscribed":
+        store.activate_subscriber(db, subscriber.id, visitor.consent())
+    elif subscriber.status != "active":
+        raise SubscriberError(
+            f"this address is {subscriber.status}, so it cannot be resubscribed from this link; "
+            "subscribe again with the form, which confirms the address by email"
+        )
+    return _reader(db, subscriber.id)
+
+
+def _reader(db: Database, subscriber_id: int) -> store.Subscriber:
+    subscriber = store.get_subscriber_by_id(db, subscriber_id) if subscriber_id else None
+    if subscriber is None:
+        raise NotOnList("this link is for an address that is not on the list")
+    return subscriber

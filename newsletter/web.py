@@ -1,0 +1,421 @@
+"""The readers' side on the web: subscribe with confirmation, unsubscribe, read past posts.
+
+A thin layer over `subscribe`: requests become calls, the project's errors become pages, and
+nothing a visitor sees ever holds a traceback. The database is opened per request in a worker
+thread (SQLite calls block), so the event loop never waits on a lock and a running `send` sees
+an unsubscribe the moment it is committed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import jinja2
+from markupsafe import Markup
+from sqlite_utils import Database
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import db as store
+from . import subscribe
+from .addresses import clean_name, mask_address, normalise_address
+from .config import Settings
+from .dkim import signer_from_settings
+from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
+from .posts import Post, load_posts
+from .render import markdown_to_html, render_template, template_environment
+from .sender import reader_tokens
+from .tokens import ReaderTokens
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FORM_COOKIE = "newsletter_form"
+SUBSCRIBE_FORM = "web: subscribe form, confirmed by the emailed link"
+RESUBSCRIBE_FORM = "web: resubscribe button after unsubscribing"
+MAX_BODY_BYTES = 64 * 1024
+MAX_TRACKED_CLIENTS = 10_000
+TEMPLATES = (
+    "web/home.html",
+    "web/notice.html",
+    "web/confirm.html",
+    "web/unsubscribe.html",
+    "web/unsubscribed.html",
+    "web/posts.html",
+    "web/post.html",
+    "confirm_email.html",
+    "confirm_email.txt",
+)
+# Token pages must not be framed (a hidden button), cached or leak their URL as a Referer.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src * data:; media-src *;"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The readers' web app for one newsletter; a bad setup fails here, not at the first visitor."""
+    settings.sender  # noqa: B018 - confirmation emails cannot go out without a From address
+    signer_from_settings(settings)  # half a DKIM setup is an error now, not in a background task
+    env = template_environment(settings.templates_dir)
+    _check_templates(env, settings)
+    db = store.open_db(settings.db_path)
+    try:
+        tokens = reader_tokens(settings, db)
+    finally:
+        db.close()
+    site = _Site(settings, env, tokens)
+    return Starlette(
+        routes=[
+            Route("/", site.home, methods=["GET"]),
+            Route("/subscribe", site.subscribe, methods=["POST"]),
+            Route("/confirm/{token}", site.confirm_page, methods=["GET"]),
+            Route("/confirm/{token}", site.confirm, methods=["POST"]),
+            Route("/unsubscribe/{token}", site.unsubscribe_page, methods=["GET"]),
+            Route("/unsubscribe/{token}", site.unsubscribe, methods=["POST"]),
+            Route("/resubscribe/{token}", site.resubscribe, methods=["POST"]),
+            Route("/posts/", site.posts, methods=["GET"]),
+            Route("/posts/{slug}", site.post, methods=["GET"]),
+        ],
+        exception_handlers={
+            BadToken: site.bad_link,
+            NotOnList: site.not_on_list,
+            SubscriberError: site.refused,
+            NewsletterError: site.failure,
+            HTTPException: site.http_error,
+            Exception: site.failure,
+        },
+        max_body_size=MAX_BODY_BYTES,
+    )
+
+
+def _check_templates(env: jinja2.Environment, settings: Settings) -> None:
+    for name in TEMPLATES:
+        try:
+            env.get_template(name)
+        except jinja2.TemplateNotFound as e:
+            raise TemplateError(
+                f"template {name} is missing from {settings.templates_dir}; `serve` needs "
+                "templates/web/ and templates/confirm_email.* from the newsletter source"
+            ) from e
+        except jinja2.TemplateSyntaxError as e:
+            raise TemplateError(f"{e.filename or name}, line {e.lineno}: {e.message}") from e
+
+
+class ClientLimiter:
+    """At most `limit` subscribe forms an hour from one client, counted in memory.
+
+    Memory is enough here: the per-address limit, kept in the database, is what protects an
+    inbox; this one slows a single client spraying many addresses. An IPv6 client counts by
+    its /64, which one machine usually holds whole.
+    """
+
+    def __init__(
+        self, limit: int, window: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._hits: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        key = _client_key(client)
+        now = self._clock()
+        with self._lock:
+            recent = [t for t in self._hits.get(key, []) if now - t < self.window]
+            allowed = len(recent) < self.limit
+            if allowed:
+                recent.append(now)
+            self._hits[key] = recent
+            if len(self._hits) > MAX_TRACKED_CLIENTS:
+                self._hits = {
+                    k: hits
+                    for k, hits in self._hits.items()
+                    if hits and now - hits[-1] < self.window
+                }
+        return allowed
+
+
+def _client_key(host: str) -> str:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+class _Site:
+    """The endpoints, sharing one newsletter's settings, templates, link keys and rate limit."""
+
+    def __init__(self, settings: Settings, env: jinja2.Environment, tokens: ReaderTokens) -> None:
+        self.settings = settings
+        self.env = env
+        self.tokens = tokens
+        self.limiter = ClientLimiter(settings.subscribe_limit_per_hour)
+        self.newsletter = {
+            "title": settings.title,
+            "base_url": settings.base_url,
+            "postal_address": settings.postal_address,
+        }
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def page(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        html = render_template(
+            self.env, f"web/{template}", {"newsletter": self.newsletter, **context}
+        )
+        return HTMLResponse(html, status_code, headers=PAGE_HEADERS)
+
+    def notice(self, heading: str, *paragraphs: str, status_code: int = 200) -> HTMLResponse:
+        return self.page("notice.html", status_code, heading=heading, paragraphs=paragraphs)
+
+    def with_db(self, work: Callable[[Database], T]) -> T:
+        db = store.open_db(self.settings.db_path)
+        try:
+            return work(db)
+        finally:
+            db.close()
+
+    async def in_db(self, work: Callable[[Database], T]) -> T:
+        return await run_in_threadpool(self.with_db, work)
+
+    @staticmethod
+    def visitor(request: Request, form: str) -> subscribe.Visitor:
+        return subscribe.Visitor(
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+            form=form,
+        )
+
+    # --- subscribe --------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return self.subscribe_form(request)
+
+    def subscribe_form(
+        self,
+        request: Request,
+        *,
+        status_code: int = 200,
+        email: str = "",
+        name: str = "",
+        error: str | None = None,
+    ) -> Response:
+        """The form, with a CSRF token tied to a random nonce in a cookie (double submit)."""
+        nonce = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(16)
+        response = self.page(
+            "home.html",
+            status_code,
+            csrf=self.tokens.form(nonce),
+            email=email,
+            name=name,
+            error=error,
+        )
+        if request.cookies.get(FORM_COOKIE) != nonce:
+            response.set_cookie(
+                FORM_COOKIE,
+                nonce,
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return response
+
+    async def subscribe(self, request: Request) -> Response:
+        """Answer at once, the same for any valid address; the email goes out afterwards."""
+        form = await request.form(max_files=0, max_fields=10, max_part_size=4096)
+        email, name = _field(form, "email"), _field(form, "name")
+        try:
+            self.tokens.read_form(_field(form, "csrf"), request.cookies.get(FORM_COOKIE, ""))
+        except BadToken as e:
+            return self.subscribe_form(
+                request, status_code=403, email=email, name=name, error=str(e)
+            )
+        if not self.limiter.allow(request.client.host if request.client else ""):
+            response = self.notice(
+                "Too many requests",
+                "This connection has sent the subscribe form too often. Please try again in an "
+                "hour.",
+                status_code=429,
+            )
+            response.headers["Retry-After"] = "3600"
+            return response
+        try:
+            address, clean = normalise_address(email), clean_name(name)
+        except SubscriberError as e:
+            return self.subscribe_form(
+                request, status_code=400, email=email, name=name, error=str(e)
+            )
+        response = self.notice(
+            "Check your inbox",
+            f"If {address} is not subscribed yet, an email with a link to confirm is on its way.",
+            "Open the link and press the button to start receiving the posts. Nothing after a "
+            "few minutes? Look in the spam folder.",
+        )
+        visitor = self.visitor(request, SUBSCRIBE_FORM)
+        response.background = BackgroundTask(self.send_confirmation, address, clean, visitor)
+        return response
+
+    def send_confirmation(self, address: str, name: str, visitor: subscribe.Visitor) -> None:
+        """Runs after the answer has gone, so its duration tells nobody if the address is known."""
+        try:
+            outcome = self.with_db(
+                lambda db: subscribe.request_subscription(
+                    self.settings, db, self.tokens, address, name, visitor
+                )
+            )
+        except NewsletterError as e:
+            logger.warning("no confirmation email for %s: %s", mask_address(address), e)
+            return
+        logger.info("subscribe request for %s: %s", mask_address(address), outcome)
+
+    async def confirm_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        reader = await self.in_db(
+            lambda db: subscribe.reader_from_confirm_link(db, self.tokens, token)
+        )
+        if reader.status == "active":
+            return self.confirmed(reader)
+        return self.page("confirm.html", token=token, masked_address=mask_address(reader.email))
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        visitor = self.visitor(request, SUBSCRIBE_FORM)
+        reader = await self.in_db(
+            lambda db: subscribe.confirm_subscription(db, self.tokens, token, visitor)
+        )
+        return self.confirmed(reader)
+
+    def confirmed(self, reader: store.Subscriber) -> Response:
+        return self.notice(
+            "You are subscribed",
+            f"The next post of {self.settings.title} will come to {mask_address(reader.email)}. "
+            "Every email has a link to unsubscribe in one click.",
+        )
+
+    # --- unsubscribe ------------------------------------------------------------------------
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        """Show the button only: mail scanners open links, so a GET must never unsubscribe."""
+        token = request.path_params["token"]
+        reader = await self.in_db(
+            lambda db: subscribe.reader_from_unsubscribe_link(db, self.tokens, token)
+        )
+        template = "unsubscribed.html" if reader.status == "unsubscribed" else "unsubscribe.html"
+        return self.page(template, token=token, masked_address=mask_address(reader.email))
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """The button and RFC 8058 one-click alike: the signed link is the authority, so the body
+        (List-Unsubscribe=One-Click, urlencoded or multipart) is not parsed, no cookie or CSRF
+        token is needed, and the answer is a 200 page, never a redirect."""
+        token = request.path_params["token"]
+        reader = await self.in_db(lambda db: subscribe.unsubscribe(db, self.tokens, token))
+        return self.page(
+            "unsubscribed.html", token=token, masked_address=mask_address(reader.email)
+        )
+
+    async def resubscribe(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        visitor = self.visitor(request, RESUBSCRIBE_FORM)
+        reader = await self.in_db(lambda db: subscribe.resubscribe(db, self.tokens, token, visitor))
+        return self.notice(
+            "Welcome back",
+            f"{mask_address(reader.email)} will get the posts of {self.settings.title} again.",
+        )
+
+    # --- read online ------------------------------------------------------------------------
+
+    def sent_posts(self, db: Database) -> list[Post]:
+        """Posts that went to at least one reader (test copies do not count), newest first."""
+        sent = {slug for slug, log in store.post_logs(db).items() if log.sent}
+        return [post for post in load_posts(self.settings.posts_dir) if post.slug in sent]
+
+    async def posts(self, request: Request) -> Response:
+        return self.page("posts.html", posts=await self.in_db(self.sent_posts))
+
+    async def post(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        found = [post for post in await self.in_db(self.sent_posts) if post.slug == slug]
+        if not found:
+            raise HTTPException(404)
+        post = found[0]
+        return self.page(
+            "post.html",
+            post={
+                "title": post.title,
+                "date": post.date,
+                "html": Markup(markdown_to_html(post.body)),
+            },
+        )
+
+    # --- errors -----------------------------------------------------------------------------
+
+    async def bad_link(self, request: Request, exc: Exception) -> Response:
+        return self.notice(
+            "This link does not work",
+            f"Sorry: {exc}.",
+            "A link from an email must be opened whole; if your mail program split it over two "
+            "lines, copy all of it into the address bar.",
+            status_code=400,
+        )
+
+    async def not_on_list(self, request: Request, exc: Exception) -> Response:
+        return self.notice(
+            "Not on the list",
+            f"This link is for an address that is not on the list of {self.settings.title}, so "
+            "there is nothing to change. Test copies of a post carry such a link.",
+        )
+
+    async def refused(self, request: Request, exc: Exception) -> Response:
+        return self.notice("That did not work", f"Sorry: {exc}.", status_code=400)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headings = {404: "Page not found", 405: "Not allowed here"}
+        texts = {
+            404: "There is no page at this address.",
+            405: "This page cannot be used that way.",
+        }
+        response = self.notice(
+            headings.get(exc.status_code, "That did not work"),
+            texts.get(exc.status_code, str(exc.detail)),
+            status_code=exc.status_code,
+        )
+        response.headers.update(exc.headers or {})
+        return response
+
+    async def failure(self, request: Request, exc: Exception) -> Response:
+        """Anything else: a plain apology for the visitor, the reason in the server's log."""
+        if isinstance(exc, NewsletterError):  # others are logged with their traceback by uvicorn
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+        try:
+            return self.notice(
+                "Something went wrong",
+                "This page cannot be shown right now. Please try again later.",
+                status_code=500,
+            )
+        except Exception:  # a broken template must not hide the answer
+            return PlainTextResponse("Something went wrong; please try again later.", 500)

@@ -1,0 +1,130 @@
+"""A real browser on what readers see: Debian's chromium, driven by Playwright (never a
+downloaded browser), against the live server and the emails a real `send` delivered."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from newsletter import db as store
+from newsletter.sender import reader_tokens
+
+from .conftest import Cli, LiveServer, SmtpSink
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests may run as root, where chromium's sandbox will not start
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# A long address, so the masked form is a long unbroken word that must still fit a phone.
+READER = "a.reader.with.a.really.quite.long.address.indeed@example.org"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def send_every_post(cli: Cli, project: Path) -> list[str]:
+    cli("subscribers", "add", READER, "--name", "A Reader")
+    slugs = sorted(path.stem for path in (project / "posts").glob("*.md"))
+    for slug in slugs:
+        cli("send", slug, "--yes")
+    return slugs
+
+
+def test_a_reader_unsubscribes_in_the_browser_from_a_received_email(
+    live_server: LiveServer, cli: Cli, smtp_sink: SmtpSink, db: Database, chromium
+) -> None:
+    cli("subscribers", "add", READER, "--name", "A Reader")
+    cli("send", "--yes")
+    (received,) = smtp_sink.received
+    html = received.message.get_body(("html",)).get_content()
+    found = re.search(r'href="(http://127\.0\.0\.1:\d+/unsubscribe/[^"]+)"', html)
+    assert found, html
+    link = found.group(1)
+    assert received.message["List-Unsubscribe"] == f"<{link}>"
+
+    page = chromium.new_page(viewport={"width": 375, "height": 800})
+    try:
+        page.goto(link)
+        assert page.title() == "Unsubscribe · Child Protection Notes"
+        assert "a" + "*" * (len(READER.split("@")[0]) - 1) + "@example.org" in page.content()
+        reader = store.get_subscriber(db, READER)
+        assert reader is not None and reader.status == "active"  # opening the link changed nothing
+
+        page.get_by_role("button", name="Unsubscribe").click()
+        page.wait_for_load_state()
+        assert page.locator("h1").inner_text() == "You are unsubscribed"
+        assert page.get_by_role("button", name="Resubscribe").is_visible()
+    finally:
+        page.close()
+    reader = store.get_subscriber(db, READER)
+    assert reader is not None and reader.status == "unsubscribed"
+
+
+@pytest.mark.parametrize("width", [375, 1000])
+def test_emails_and_pages_fit_a_phone_and_a_desktop(
+    live_server: LiveServer,
+    cli: Cli,
+    smtp_sink: SmtpSink,
+    db: Database,
+    chromium,
+    width: int,
+) -> None:
+    slugs = send_every_post(cli, live_server.settings.directory)
+    emails = [r.message.get_body(("html",)).get_content() for r in smtp_sink.received]
+    assert len(emails) == len(slugs)
+    tokens = reader_tokens(live_server.settings, db)
+    reader = store.get_subscriber(db, READER)
+    assert reader is not None
+    pending = store.add_subscriber(db, "pending@example.org", status="pending")
+    paths = [
+        "/",
+        "/posts/",
+        *(f"/posts/{slug}" for slug in slugs),
+        f"/unsubscribe/{tokens.unsubscribe(reader.id)}",
+        f"/confirm/{tokens.confirm(pending.id)}",
+        "/no-such-page",
+    ]
+
+    page = chromium.new_page(viewport={"width": width, "height": 900})
+    try:
+        for html in emails:
+            page.set_content(html)
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            column = page.evaluate(
+                "document.querySelector('table.container').getBoundingClientRect().width"
+            )
+            assert scroll_width <= width
+            if width == 1000:
+                assert 500 < column <= 600
+            else:
+                assert column <= width
+        for path in paths:
+            page.goto(live_server.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, path
+            assert page.locator("h1").first.is_visible(), path
+            main_width = page.evaluate(
+                "document.querySelector('main').getBoundingClientRect().width"
+            )
+            assert main_width <= min(width, 720), path
+    finally:
+        page.close()

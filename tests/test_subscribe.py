@@ -1,0 +1,312 @@
+"""Double opt-in, unsubscribe and resubscribe in the core, over a real database and real SMTP."""
+
+import base64
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from itsdangerous import TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
+from sqlite_utils import Database
+
+from newsletter import db as store
+from newsletter.config import Settings, load_settings
+from newsletter.errors import BadToken, DeliveryRefused, NotOnList, SubscriberError
+from newsletter.sender import reader_tokens, secret_keys
+from newsletter.subscribe import (
+    Visitor,
+    confirm_subscription,
+    confirmation_interval,
+    request_subscription,
+    resubscribe,
+    unsubscribe,
+)
+from newsletter.tokens import ReaderTokens
+
+from .conftest import Received, SmtpSink, write_env
+
+ASKED = Visitor(ip="192.0.2.7", user_agent="Mozilla/5.0 (asking)", form="test: the form")
+CONFIRMED = Visitor(ip="198.51.100.9", user_agent="Mozilla/5.0 (confirming)", form="test: confirm")
+
+
+@pytest.fixture
+def mail_settings(smtp_project: Path) -> Settings:
+    return load_settings(smtp_project, environ={})
+
+
+@pytest.fixture
+def tokens(mail_settings: Settings, db: Database) -> ReaderTokens:
+    return reader_tokens(mail_settings, db)
+
+
+def ask(settings: Settings, db: Database, tokens: ReaderTokens, email: str, name: str = ""):
+    return request_subscription(settings, db, tokens, email, name, ASKED)
+
+
+def confirm_token(received: Received) -> str:
+    text, html = received.message.get_payload()
+    match = re.search(r"https://news\.example\.org/confirm/(\S+)", text.get_content())
+    assert match, text.get_content()
+    assert f'href="{match.group(0)}"' in html.get_content()
+    return match.group(1)
+
+
+def test_a_new_address_is_kept_pending_and_sent_a_link_to_confirm(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    assert ask(mail_settings, db, tokens, " Ann@EXAMPLE.org ", "Ann Åberg") == "sent"
+
+    ann = store.get_subscriber(db, "Ann@example.org")
+    assert ann is not None
+    assert (ann.status, ann.source, ann.name) == ("pending", "web", "Ann Åberg")
+    assert (ann.consent_ip, ann.consent_user_agent, ann.consent_form) == (
+        "192.0.2.7",
+        "Mozilla/5.0 (asking)",
+        "test: the form",
+    )
+    assert ann.consent_at and ann.confirmation_sent_at
+    (received,) = smtp_sink.received
+    assert received.rcpt_tos == ["Ann@example.org"]
+    assert received.mail_from == "jane@example.org"
+    message = received.message
+    assert message["From"] == "Jane Author <jane@example.org>"
+    assert str(message["To"]) == "Ann Åberg <Ann@example.org>"
+    assert message["Subject"] == "Confirm your subscription to Child Protection Notes"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["MIME-Version"] == "1.0"
+    assert re.fullmatch(r"<.+@example\.org>", message["Message-ID"])
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.get_payload()] == ["text/plain", "text/html"]
+    assert b"\n" not in received.data.replace(b"\r\n", b"")  # CRLF only, as SMTP wants
+    assert tokens.read_confirm(confirm_token(received)) == ann.id
+
+
+def test_confirming_makes_the_reader_active_and_keeps_the_consent(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    ask(mail_settings, db, tokens, "ann@example.org")
+    token = confirm_token(smtp_sink.received[0])
+
+    ann = confirm_subscription(db, tokens, token, CONFIRMED)
+    assert ann.status == "active"
+    assert (ann.consent_ip, ann.consent_user_agent, ann.consent_form) == (
+        "198.51.100.9",
+        "Mozilla/5.0 (confirming)",
+        "test: confirm",
+    )
+    again = confirm_subscription(db, tokens, token, ASKED)
+    assert again == ann  # a second press changes nothing, the first consent stays
+
+
+def test_an_active_reader_is_left_alone_and_gets_no_email(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    before = store.add_subscriber(db, "ann@example.org", "Ann")
+    assert ask(mail_settings, db, tokens, "ANN@example.org", "Someone Else") == "already active"
+    assert store.get_subscriber(db, "ann@example.org") == before
+    assert smtp_sink.received == []
+
+
+def test_one_address_gets_one_confirmation_per_interval(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    # 5 an hour (the default) is one every 12 minutes.
+    assert confirmation_interval(mail_settings) == timedelta(minutes=12)
+    assert ask(mail_settings, db, tokens, "ann@example.org") == "sent"
+    assert ask(mail_settings, db, tokens, "ann@example.org") == "too soon"
+    assert len(smtp_sink.received) == 1
+
+    def sent_minutes_ago(minutes: int) -> None:
+        stamp = datetime.now(UTC) - timedelta(minutes=minutes)
+        db.execute(
+            "UPDATE subscribers SET confirmation_sent_at = ?",
+            [stamp.isoformat(timespec="seconds")],
+        )
+
+    sent_minutes_ago(11)
+    assert ask(mail_settings, db, tokens, "ann@example.org") == "too soon"
+    sent_minutes_ago(13)
+    assert ask(mail_settings, db, tokens, "ann@example.org") == "sent"
+    assert smtp_sink.per_recipient() == {"ann@example.org": 2}
+
+
+def test_the_interval_follows_the_setting(smtp_project: Path) -> None:
+    write_env(smtp_project, SUBSCRIBE_LIMIT_PER_HOUR=2)
+    settings = load_settings(smtp_project, environ={})
+    assert confirmation_interval(settings) == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced"])
+def test_a_former_reader_comes_back_only_by_confirming(
+    mail_settings: Settings,
+    db: Database,
+    tokens: ReaderTokens,
+    smtp_sink: SmtpSink,
+    status: store.SubscriberStatus,
+) -> None:
+    former = store.add_subscriber(db, "ann@example.org", "Ann", status=status)
+    db.execute("UPDATE subscribers SET bounces = 3 WHERE id = ?", [former.id])
+
+    assert ask(mail_settings, db, tokens, "ann@example.org", "Not Ann") == "sent"
+    waiting = store.get_subscriber(db, "ann@example.org")
+    assert waiting is not None
+    assert (waiting.status, waiting.name, waiting.source) == (status, "Ann", "cli")
+
+    back = confirm_subscription(db, tokens, confirm_token(smtp_sink.received[0]), CONFIRMED)
+    assert (back.status, back.bounces, back.consent_ip) == ("active", 0, "198.51.100.9")
+
+
+@pytest.mark.parametrize(
+    ("email", "name", "message"),
+    [
+        (
+            "not-an-address",
+            "",
+            "'not-an-address' is not a valid email address: An email address must have an @-sign.",
+        ),
+        ("", "", "an empty address is not an email address"),
+        (
+            "ok@example.org",
+            "Eve\r\nBcc: victim@example.org",
+            "the name 'Eve\\r\\nBcc: victim@example.org' contains line breaks or control characters",
+        ),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_kept(
+    mail_settings: Settings,
+    db: Database,
+    tokens: ReaderTokens,
+    smtp_sink: SmtpSink,
+    email: str,
+    name: str,
+    message: str,
+) -> None:
+    with pytest.raises(SubscriberError) as refused:
+        ask(mail_settings, db, tokens, email, name)
+    assert str(refused.value) == message
+    assert store.count_subscribers(db, "pending") == 0
+    assert smtp_sink.received == []
+
+
+def test_a_refused_confirmation_email_is_an_error_and_the_reader_stays_pending(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.reject["nobody@example.org"] = "550 5.1.1 no such user"
+    with pytest.raises(DeliveryRefused) as refused:
+        ask(mail_settings, db, tokens, "nobody@example.org")
+    assert refused.value.reply == "550 5.1.1 no such user"
+    nobody = store.get_subscriber(db, "nobody@example.org")
+    assert nobody is not None and nobody.status == "pending"
+
+
+class EightDaysAgo(TimestampSigner):
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 8 * 24 * 3600
+
+
+def _other_payload(token: str) -> str:
+    """The same signature over another reader's id: what a forger would try first."""
+    rest = token.split(".", 1)[1]
+    return base64.urlsafe_b64encode(b"2").decode().rstrip("=") + "." + rest
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(_other_payload, id="another id under the signature"),
+        pytest.param(lambda t: "not-a-token", id="garbage"),
+        pytest.param(
+            lambda t: URLSafeTimedSerializer("another key", salt="newsletter.confirm").dumps(1),
+            id="another key",
+        ),
+        pytest.param("unsubscribe", id="an unsubscribe token"),
+        pytest.param("expired", id="eight days old"),
+    ],
+)
+def test_a_forged_or_expired_confirm_link_changes_nothing(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink, forge
+) -> None:
+    ask(mail_settings, db, tokens, "ann@example.org")
+    store.add_subscriber(db, "bob@example.org", status="pending")
+    good = confirm_token(smtp_sink.received[0])
+    if forge == "unsubscribe":
+        token = tokens.unsubscribe(1)
+    elif forge == "expired":
+        keys = list(secret_keys(mail_settings, db))
+        token = URLSafeTimedSerializer(keys, salt="newsletter.confirm", signer=EightDaysAgo).dumps(
+            1
+        )
+    else:
+        token = forge(good)
+    before = list(store.iter_subscribers(db))
+    with pytest.raises(BadToken) as refused:
+        confirm_subscription(db, tokens, token, CONFIRMED)
+    assert str(refused.value) == "this confirmation link is not valid or has expired"
+    assert list(store.iter_subscribers(db)) == before
+
+
+def test_unsubscribe_is_immediate_and_harmless_again(db: Database, tokens: ReaderTokens) -> None:
+    ann = store.add_subscriber(db, "ann@example.org")
+    db.execute("UPDATE subscribers SET status_changed_at = '2020-01-01T00:00:00+00:00'")
+    gone = unsubscribe(db, tokens, tokens.unsubscribe(ann.id))
+    assert gone.status == "unsubscribed"
+    assert gone.status_changed_at != "2020-01-01T00:00:00+00:00"
+    assert unsubscribe(db, tokens, tokens.unsubscribe(ann.id)) == gone  # the time of leaving stays
+    assert not store.is_active(db, ann.id)
+
+
+LINK_ACTS = {
+    "unsubscribe": lambda db, tokens, i: unsubscribe(db, tokens, tokens.unsubscribe(i)),
+    "resubscribe": lambda db, tokens, i: resubscribe(db, tokens, tokens.unsubscribe(i), ASKED),
+    "confirm": lambda db, tokens, i: confirm_subscription(db, tokens, tokens.confirm(i), ASKED),
+}
+
+
+@pytest.mark.parametrize("act", LINK_ACTS.values(), ids=LINK_ACTS.keys())
+@pytest.mark.parametrize("who", ["a test copy's link (id 0)", "an erased reader"])
+def test_a_link_for_nobody_is_not_on_the_list(
+    db: Database, tokens: ReaderTokens, act, who: str
+) -> None:
+    erased = store.add_subscriber(db, "erased@example.org")
+    store.delete_subscriber(db, "erased@example.org")
+    store.add_subscriber(db, "ann@example.org")  # a later reader never gets the erased id
+    with pytest.raises(NotOnList) as refused:
+        act(db, tokens, 0 if who.startswith("a test") else erased.id)
+    assert str(refused.value) == "this link is for an address that is not on the list"
+    assert [s.email for s in store.iter_subscribers(db, "active")] == ["ann@example.org"]
+
+
+def test_a_forged_unsubscribe_link_changes_nothing(db: Database, tokens: ReaderTokens) -> None:
+    store.add_subscriber(db, "ann@example.org")
+    forged = URLSafeSerializer("another key", salt="newsletter.unsubscribe").dumps(1)
+    for token in (forged, tokens.confirm(1), _other_payload(tokens.unsubscribe(3))):
+        with pytest.raises(BadToken) as refused:
+            unsubscribe(db, tokens, token)
+        assert str(refused.value) == "this unsubscribe link is not valid"
+    assert store.is_active(db, 1)
+
+
+def test_resubscribe_undoes_an_unsubscribe_and_nothing_else(
+    db: Database, tokens: ReaderTokens
+) -> None:
+    ann = store.add_subscriber(db, "ann@example.org")
+    token = tokens.unsubscribe(ann.id)
+    unsubscribe(db, tokens, token)
+    back = resubscribe(db, tokens, token, CONFIRMED)
+    assert (back.status, back.consent_form, back.consent_ip) == (
+        "active",
+        "test: confirm",
+        "198.51.100.9",
+    )
+    assert resubscribe(db, tokens, token, ASKED) == back  # already active: nothing changes
+
+    for status in ("bounced", "pending"):
+        other = store.add_subscriber(db, f"{status}@example.org", status=status)
+        with pytest.raises(SubscriberError) as refused:
+            resubscribe(db, tokens, tokens.unsubscribe(other.id), ASKED)
+        assert str(refused.value) == (
+            f"this address is {status}, so it cannot be resubscribed from this link; "
+            "subscribe again with the form, which confirms the address by email"
+        )
+        assert store.get_subscriber_by_id(db, other.id) == other
