@@ -282,3 +282,52 @@ def test_a_server_that_stops_answering_times_out_and_is_retried(
     assert result.stdout.splitlines()[-1].startswith("Sent 12, failed 0")
     assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
     assert any(d.attempts > 1 for d in deliveries(smtp_project).values())
+
+
+def test_serve_and_send_share_the_database_at_the_same_time(
+    start_server, smtp_project: Path, smtp_sink: SmtpSink
+) -> None:
+    """Readers leave through the web app while a real `newsletter send` runs: nobody sees
+    'database is locked', the send finishes, and nobody who left before their turn is mailed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from newsletter.sender import reader_tokens
+
+    server = start_server()
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 1500)
+    tokens = reader_tokens(server.settings, database)
+    leaving = [store.get_subscriber(database, r) for r in readers[::10]]
+    database.close()
+
+    send = _newsletter(smtp_project, "send", "--yes")
+    wait_for_first = time.monotonic() + 30
+    while not smtp_sink.received:
+        assert time.monotonic() < wait_for_first and send.poll() is None
+        time.sleep(0.005)
+
+    def one_click(subscriber: store.Subscriber) -> int:
+        url = f"{server.url}/unsubscribe/{tokens.unsubscribe(subscriber.id)}"
+        return httpx.post(url, data={"List-Unsubscribe": "One-Click"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one_click, leaving))
+    out, err = send.communicate(timeout=120)
+
+    assert answers == [200] * len(leaving)
+    assert send.returncode == 0, err.decode()
+    assert "locked" not in err.decode() + out.decode()
+    log = deliveries(smtp_project)
+    counts = smtp_sink.per_recipient()
+    assert set(counts.values()) == {1}
+    left = {s.email for s in leaving}
+    skipped = {e for e, d in log.items() if d.status == "skipped"}
+    assert skipped <= left and skipped, "some readers should have left before their turn"
+    assert not (skipped & set(counts)), "a reader who left before their turn was mailed"
+    assert {e for e, d in log.items() if d.status == "sent"} == set(counts)
+    assert len(counts) + len(skipped) == len(readers)
+    database = store.open_db(smtp_project / "newsletter.db")
+    assert all(store.get_subscriber(database, e).status == "unsubscribed" for e in left)
+    database.close()
