@@ -440,11 +440,15 @@ def count_delivered(db: Database, slug: str) -> int:
     ).fetchone()[0]
 
 
-def iter_outstanding(db: Database, slug: str, batch: int = 500) -> Iterator[Recipient]:
+def iter_outstanding(
+    db: Database, slug: str, *, shard: int = 0, shards: int = 1, batch: int = 500
+) -> Iterator[Recipient]:
     """Stream the readers who still need this post, in id order, a batch at a time.
 
-    Readers who left since the run began come too: the sender checks each one just before
-    sending and marks them skipped, so the log accounts for everyone.
+    With `shards`, only the deliveries whose id leaves remainder `shard`: each connection of a
+    parallel send owns its share, so no two ever take the same reader. Readers who left since
+    the run began come too: the sender checks each one just before sending and marks them
+    skipped, so the log accounts for everyone.
     """
     last_id = 0
     while True:
@@ -452,8 +456,8 @@ def iter_outstanding(db: Database, slug: str, batch: int = 500) -> Iterator[Reci
             "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d"
             " JOIN subscribers s ON s.id = d.subscriber_id"
             " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
-            " AND d.id > ? ORDER BY d.id LIMIT ?",
-            [slug, last_id, batch],
+            " AND d.id > ? AND d.id % ? = ? ORDER BY d.id LIMIT ?",
+            [slug, last_id, shards, shard, batch],
         ).fetchall()
         if not rows:
             return

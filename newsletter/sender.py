@@ -10,6 +10,8 @@ Message-ID, which mail systems use to drop the copy.
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
+import multiprocessing.queues
 import os
 import queue
 import re
@@ -38,6 +40,8 @@ Outcome = Literal["sent", "failed", "bounced", "skipped"]
 ProgressCallback = Callable[[Outcome], None]
 TransportFactory = Callable[[Settings], Transport]
 MAX_BACKOFF_SECONDS = 60.0
+READERS_PER_CONNECTION = 100
+REPORT_SECONDS = 0.1
 # Enhanced status codes (RFC 3463) for a bad address: the reader cannot be reached at all.
 _HARD_BOUNCE = re.compile(r"\b5\.1\.(1|2|3|10)\b")
 
@@ -215,12 +219,27 @@ class _Run:
     report: SendReport
     progress: ProgressCallback | None
     transport_factory: TransportFactory
-    lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
+    rate_share: int = 1  # this many processes share NEWSLETTER_SMTP_RATE
     consecutive_failures: int = 0
 
     def __post_init__(self) -> None:
-        self.rate = _RateLimiter(self.settings.smtp_rate)
+        rate = self.settings.smtp_rate
+        self.rate = _RateLimiter(rate / self.rate_share if rate else None)
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        # What a child process needs; its own lock, stop and limiter are made there.
+        state = dict(self.__dict__)
+        for local in ("lock", "stop", "rate", "progress"):
+            state.pop(local, None)
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.progress = None
+        self.stop = threading.Event()
+        self.__post_init__()
 
     def count(self, outcome: Outcome, failure: str | None = None) -> None:
         with self.lock:
@@ -246,6 +265,44 @@ class _Run:
         self.stop.set()
 
 
+@dataclass
+class _Share(_Run):
+    """A child's view of the run: outcomes go to the parent, which keeps the tallies.
+
+    They go in small batches (every REPORT_SECONDS at the most), in order, so the parent
+    still sees failures in a row as a row.
+    """
+
+    outcomes: multiprocessing.queues.Queue[list[tuple[str, str | None]]] | None = None
+    pending: list[tuple[str, str | None]] = field(default_factory=list)
+    reported_at: float = 0.0
+
+    def count(self, outcome: Outcome, failure: str | None = None) -> None:
+        self.pending.append((outcome, failure))
+        if time.monotonic() - self.reported_at >= REPORT_SECONDS:
+            self.flush()
+
+    def halt(self, reason: str) -> None:
+        self.pending.append(("halt", reason))
+        self.flush()
+        self.stop.set()
+
+    def flush(self) -> None:
+        assert self.outcomes is not None
+        if self.pending:
+            self.outcomes.put(self.pending)
+            self.pending = []
+        self.reported_at = time.monotonic()
+
+
+def _connections(settings: Settings, due: int) -> int:
+    """NEWSLETTER_SMTP_CONNECTIONS, but one per READERS_PER_CONNECTION readers at the most:
+    starting a process costs a few tenths of a second, which a short list does not repay."""
+    if not settings.uses_smtp:
+        return 1
+    return max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))
+
+
 def _run(
     settings: Settings,
     db: Database,
@@ -265,13 +322,14 @@ def _run(
             db, send_id, status="stopped", sent=0, failed=0, bounced=0, skipped=0, note=str(e)
         )
         raise
-    connections = min(settings.smtp_connections if settings.uses_smtp else 1, report.due)
+    connections = _connections(settings, report.due)
     try:
-        if connections == 1:  # no threads: nothing to hand over, no lock to pass around
+        if connections == 1:  # in this process: nothing to hand over
             readers = store.iter_outstanding(db, slug)
             _worker(run, lambda: next(readers, None), first, db)
         else:
-            _run_parallel(run, db, connections, first)
+            first.close()  # it proved the server is there; each process opens its own
+            _run_parallel(run, connections)
     except BaseException:
         run.halt("interrupted")
         raise
@@ -288,43 +346,93 @@ def _run(
         )
 
 
-def _run_parallel(run: _Run, db: Database, connections: int, first: Transport) -> None:
-    """One thread per SMTP connection, fed by this one from the stream of pending readers."""
-    work: queue.Queue[store.Recipient | None] = queue.Queue(maxsize=connections * 8)
+def _run_parallel(run: _Run, connections: int) -> None:
+    """One process per SMTP connection, each sending its own share of the readers.
 
-    def worker(transport: Transport | None) -> None:
-        worker_db = store.open_db(run.settings.db_path)
-        try:
-            _worker(run, work.get, transport, worker_db)
-        finally:
-            worker_db.close()
-
-    threads = [
-        threading.Thread(target=worker, args=(first if i == 0 else None,), daemon=True)
-        for i in range(connections)
+    Processes rather than threads: building and logging a message is Python work, and threads
+    would take turns on one core. The children report each outcome here, where the tallies,
+    the progress bar and the decision to stop early live.
+    """
+    context = multiprocessing.get_context("spawn")  # fork is unsafe beside threads
+    outcomes = context.Queue()
+    stop = context.Event()
+    children = [
+        context.Process(
+            target=_send_share,
+            args=(run, shard, connections, outcomes, stop, os.getpid()),
+            name=f"newsletter-send-{shard}",
+            daemon=True,
+        )
+        for shard in range(connections)
     ]
-    for thread in threads:
-        thread.start()
+    for child in children:
+        child.start()
+    done = 0
     try:
-        for recipient in store.iter_outstanding(db, run.slug):
-            while not run.stop.is_set():
-                try:
-                    work.put(recipient, timeout=0.2)
+        while done < len(children):
+            try:
+                batch = outcomes.get(timeout=0.5)
+            except queue.Empty:
+                if not any(child.is_alive() for child in children):
+                    run.halt("a sending process ended without a word; see the log")
                     break
-                except queue.Full:
-                    continue
+                continue
+            for kind, detail in batch:
+                if kind == "done":
+                    done += 1
+                elif kind == "halt":
+                    run.halt(detail or "stopped")
+                else:
+                    run.count(kind, detail)  # type: ignore[arg-type]
             if run.stop.is_set():
-                break
+                stop.set()
     finally:
-        for _ in threads:
-            while any(t.is_alive() for t in threads):
-                try:
-                    work.put(None, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-        for thread in threads:
-            thread.join()
+        stop.set()
+        for child in children:
+            child.join(timeout=run.settings.smtp_timeout + 5)
+            if child.is_alive():
+                child.kill()
+
+
+def _send_share(
+    run: _Run,
+    shard: int,
+    shards: int,
+    outcomes: multiprocessing.queues.Queue[list[tuple[str, str | None]]],
+    stop: threading.Event,
+    parent: int,
+) -> None:
+    """A child process: deliver the readers of one share, tell the parent each outcome."""
+    db = store.open_db(run.settings.db_path)
+    share = _Share(
+        settings=run.settings,
+        slug=run.slug,
+        send_id=run.send_id,
+        messages=run.messages,
+        tokens=run.tokens,
+        report=SendReport(slug=run.slug, title=run.report.title),
+        progress=None,
+        transport_factory=run.transport_factory,
+        stop=stop,
+        rate_share=shards,
+        outcomes=outcomes,
+    )
+    readers = store.iter_outstanding(db, run.slug, shard=shard, shards=shards)
+
+    def next_reader() -> store.Recipient | None:
+        if os.getppid() != parent:  # the parent was killed: stop after the message in hand
+            stop.set()
+            return None
+        return next(readers, None)
+
+    try:
+        _worker(share, next_reader, None, db)
+    except BaseException as e:
+        share.pending.append(("halt", f"unexpected error: {type(e).__name__}: {e}"))
+    finally:
+        db.close()
+        share.pending.append(("done", None))
+        share.flush()
 
 
 def _worker(

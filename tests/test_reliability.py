@@ -331,3 +331,21 @@ def test_serve_and_send_share_the_database_at_the_same_time(
     database = store.open_db(smtp_project / "newsletter.db")
     assert all(store.get_subscriber(database, e).status == "unsubscribed" for e in left)
     database.close()
+
+
+def test_parallel_send_stops_early_too_and_loses_nothing(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=8, SMTP_MAX_ATTEMPTS=1, SMTP_CONNECTIONS=4)
+    database = store.open_db(smtp_project / "newsletter.db")
+    readers = add_readers(database, 800)
+    database.close()
+    smtp_sink.tempfail_every = 1
+    result = cli("send", "--yes", ok=False)
+    assert "Error: stopped early: 8 deliveries in a row failed" in result.stderr
+    statuses = Counter(d.status for d in deliveries(smtp_project).values())
+    assert 8 <= statuses["failed"] < 400, statuses  # the other processes stop soon after
+    assert statuses["failed"] + statuses["pending"] == 800
+    smtp_sink.tempfail_every = 0
+    cli("send", "--yes")
+    assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
