@@ -29,6 +29,14 @@ def run_send(project: Path, **env: str):
     return send_post(settings, find_post(settings.posts_dir))
 
 
+def seed_readers(project: Path, count: int) -> list[str]:
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return add_readers(database, count)
+    finally:
+        database.close()
+
+
 def deliveries(project: Path) -> dict[str, store.Delivery]:
     database = store.open_db(project / "newsletter.db")
     try:
@@ -40,9 +48,7 @@ def deliveries(project: Path) -> dict[str, store.Delivery]:
 def test_faulty_server_every_good_reader_gets_exactly_one(
     smtp_project: Path, smtp_sink: SmtpSink
 ) -> None:
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 300)
-    database.close()
+    readers = seed_readers(smtp_project, 300)
     rejected_rcpt = {
         readers[i]: f"550 5.1.1 <{readers[i]}>: Recipient address rejected" for i in (7, 150)
     }
@@ -97,9 +103,7 @@ def test_soft_bounces_put_a_reader_out_after_the_limit(
 def test_transient_failures_stay_failed_and_a_later_send_retries_just_those(
     smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
 ) -> None:
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 20)
-    database.close()
+    readers = seed_readers(smtp_project, 20)
     smtp_sink.reject[readers[3]] = "450 4.2.1 mailbox busy, try later"
     smtp_sink.reject[readers[4]] = "451 4.3.0 greylisted"
     result = cli("send", "--yes")
@@ -122,9 +126,7 @@ def test_too_many_failures_in_a_row_stop_the_run(
     smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
 ) -> None:
     write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=5, SMTP_MAX_ATTEMPTS=2, SMTP_CONNECTIONS=1)
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 200)
-    database.close()
+    readers = seed_readers(smtp_project, 200)
     smtp_sink.tempfail_every = 1  # the server is sick: every message 451
     result = cli("send", "--yes", ok=False)
     assert result.exit_code == 1
@@ -152,9 +154,7 @@ def test_a_server_that_drops_every_connection_stops_the_run_and_loses_nothing(
 ) -> None:
     """A connection that drops on every message: retried, then failed, then stopped; nothing lost."""
     write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=3, SMTP_MAX_ATTEMPTS=2, SMTP_CONNECTIONS=1)
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 10)
-    database.close()
+    readers = seed_readers(smtp_project, 10)
     smtp_sink.drop_every = 1
     result = cli("send", "--yes", ok=False)
     assert "connection lost" in result.stderr and "stopped early" in result.stderr
@@ -180,9 +180,7 @@ def test_sigkill_mid_send_then_rerun_mails_each_reader_once(
 ) -> None:
     connections = 4
     write_env(smtp_project, SMTP_CONNECTIONS=connections)
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 3000)
-    database.close()
+    readers = seed_readers(smtp_project, 3000)
 
     first = _newsletter(smtp_project, "send", "--yes")
     deadline = time.monotonic() + 60
@@ -221,9 +219,7 @@ def test_a_second_send_at_the_same_time_refuses(
     smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
 ) -> None:
     write_env(smtp_project, SMTP_RATE=100)  # slow enough to still be running
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 150)
-    database.close()
+    readers = seed_readers(smtp_project, 150)
     first = _newsletter(smtp_project, "send", "--yes")
     deadline = time.monotonic() + 30
     while not smtp_sink.received:
@@ -274,9 +270,7 @@ def test_a_server_that_stops_answering_times_out_and_is_retried(
     smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
 ) -> None:
     write_env(smtp_project, SMTP_TIMEOUT="0.3", SMTP_CONNECTIONS=2)
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 12)
-    database.close()
+    readers = seed_readers(smtp_project, 12)
     smtp_sink.stall_every, smtp_sink.stall_seconds = 5, 1.0
     result = cli("send", "--yes")
     assert result.stdout.splitlines()[-1].startswith("Sent 12, failed 0")
@@ -337,9 +331,7 @@ def test_parallel_send_stops_early_too_and_loses_nothing(
     smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
 ) -> None:
     write_env(smtp_project, MAX_CONSECUTIVE_FAILURES=8, SMTP_MAX_ATTEMPTS=1, SMTP_CONNECTIONS=4)
-    database = store.open_db(smtp_project / "newsletter.db")
-    readers = add_readers(database, 800)
-    database.close()
+    readers = seed_readers(smtp_project, 800)
     smtp_sink.tempfail_every = 1
     result = cli("send", "--yes", ok=False)
     assert "Error: stopped early: 8 deliveries in a row failed" in result.stderr
