@@ -330,6 +330,8 @@ def _run(
         else:
             first.close()  # it proved the server is there; each process opens its own
             _run_parallel(run, connections)
+    except KeyboardInterrupt:  # Ctrl-C: a clean stop, reported like any other
+        run.halt("interrupted; run `newsletter send` again to finish")
     except BaseException:
         run.halt("interrupted")
         raise
