@@ -171,6 +171,7 @@ def _newsletter(project: Path, *args: str) -> subprocess.Popen[bytes]:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal would make it
     )
 
 
@@ -341,3 +342,31 @@ def test_parallel_send_stops_early_too_and_loses_nothing(
     smtp_sink.tempfail_every = 0
     cli("send", "--yes")
     assert smtp_sink.per_recipient() == Counter({r: 1 for r in readers})
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_ctrl_c_stops_cleanly_and_the_next_send_finishes(
+    smtp_project: Path, smtp_sink: SmtpSink, connections: int
+) -> None:
+    write_env(smtp_project, SMTP_CONNECTIONS=connections, SMTP_RATE=300)
+    readers = seed_readers(smtp_project, 800)
+    first = _newsletter(smtp_project, "send", "--yes")
+    deadline = time.monotonic() + 60
+    while len(smtp_sink.received) < 100:
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 1
+    assert out.decode().splitlines()[-1].startswith("Sent ")
+    assert err.decode().endswith(
+        "Error: stopped early: interrupted; run `newsletter send` again to finish\n"
+    )
+    assert "Traceback" not in err.decode()
+    assert database_last_send(smtp_project)["status"] == "stopped"
+    second = _newsletter(smtp_project, "send", "--yes")
+    second.communicate(timeout=120)
+    assert second.returncode == 0
+    counts = smtp_sink.per_recipient()
+    assert set(counts) == set(readers)
+    assert sum(counts.values()) - len(readers) <= connections  # the ones in flight, at most
