@@ -166,22 +166,26 @@ def generate_key(path: Path, selector: str, domain: str) -> DnsRecord:
         ) from None
     except OSError as e:
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
+    # From here the file is ours: whatever goes wrong (Ctrl+C while the key is made, a full
+    # disk), it is closed and removed, so no half-written key is mistaken for one.
     try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
-        pem = key.private_bytes(
-            encoding=serialization.Encoding.PEM,
-            format=serialization.PrivateFormat.TraditionalOpenSSL,  # PKCS#1: all signers read it
-            encryption_algorithm=serialization.NoEncryption(),
-        )
         with os.fdopen(fd, "wb") as out:
-            out.write(pem)
+            os.fchmod(out.fileno(), 0o600)  # whatever the umask
+            key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+            out.write(
+                key.private_bytes(
+                    encoding=serialization.Encoding.PEM,
+                    format=serialization.PrivateFormat.TraditionalOpenSSL,  # PKCS#1: all read it
+                    encryption_algorithm=serialization.NoEncryption(),
+                )
+            )
             out.flush()
             os.fsync(out.fileno())
-    except BaseException as e:
-        path.unlink(missing_ok=True)  # no half-written key left to be mistaken for one
-        if isinstance(e, OSError):
-            raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
+    except BaseException:
+        path.unlink(missing_ok=True)
         raise
     public = key.public_key().public_bytes(
         encoding=serialization.Encoding.DER,

@@ -153,7 +153,10 @@ def reader_from_unsubscribe_link(
 def unsubscribe(db: Database, tokens: ReaderTokens, token: str) -> store.Subscriber:
     """Take the reader off the list at once (a send in progress skips them); again is harmless."""
     subscriber = reader_from_unsubscribe_link(db, tokens, token)
-    store.set_status(db, subscriber.id, "unsubscribed")
+    # A bounced address stays bounced: made "unsubscribed", the resubscribe button on the
+    # next page would bring it back without the email confirmation `resubscribe` asks of it.
+    if subscriber.status != "bounced":
+        store.set_status(db, subscriber.id, "unsubscribed")
     return _reader(db, subscriber.id)
 
 

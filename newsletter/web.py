@@ -47,7 +47,10 @@ SUBSCRIBE_FORM = "web: subscribe form, confirmed by the emailed link"
 RESUBSCRIBE_FORM = "web: resubscribe button after unsubscribing"
 MAX_BODY_BYTES = 64 * 1024
 MAX_TRACKED_CLIENTS = 10_000
+# Checked at start-up; base.html and style.css too, or their absence shows only as a 500.
 TEMPLATES = (
+    "web/base.html",
+    "web/style.css",
     "web/home.html",
     "web/notice.html",
     "web/confirm.html",
@@ -167,6 +170,10 @@ def _field(form: FormData, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 class _Site:
     """The endpoints, sharing one newsletter's settings, templates, link keys and rate limit."""
 
@@ -205,7 +212,7 @@ class _Site:
     @staticmethod
     def visitor(request: Request, form: str) -> subscribe.Visitor:
         return subscribe.Visitor(
-            ip=request.client.host if request.client else None,
+            ip=_client_ip(request),
             user_agent=request.headers.get("user-agent"),
             form=form,
         )
@@ -254,7 +261,7 @@ class _Site:
             return self.subscribe_form(
                 request, status_code=403, email=email, name=name, error=str(e)
             )
-        if not self.limiter.allow(request.client.host if request.client else ""):
+        if not self.limiter.allow(_client_ip(request) or ""):
             response = self.notice(
                 "Too many requests",
                 "This connection has sent the subscribe form too often. Please try again in an "
@@ -358,10 +365,10 @@ class _Site:
 
     async def post(self, request: Request) -> Response:
         slug = request.path_params["slug"]
-        found = [post for post in await self.in_db(self.sent_posts) if post.slug == slug]
-        if not found:
+        sent = await self.in_db(self.sent_posts)
+        post = next((post for post in sent if post.slug == slug), None)
+        if post is None:
             raise HTTPException(404)
-        post = found[0]
         return self.page(
             "post.html",
             post={
@@ -394,16 +401,11 @@ class _Site:
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        headings = {404: "Page not found", 405: "Not allowed here"}
-        texts = {
-            404: "There is no page at this address.",
-            405: "This page cannot be used that way.",
-        }
-        response = self.notice(
-            headings.get(exc.status_code, "That did not work"),
-            texts.get(exc.status_code, str(exc.detail)),
-            status_code=exc.status_code,
-        )
+        heading, text = {
+            404: ("Page not found", "There is no page at this address."),
+            405: ("Not allowed here", "This page cannot be used that way."),
+        }.get(exc.status_code, ("That did not work", str(exc.detail)))
+        response = self.notice(heading, text, status_code=exc.status_code)
         response.headers.update(exc.headers or {})
         return response
 

@@ -310,3 +310,16 @@ def test_resubscribe_undoes_an_unsubscribe_and_nothing_else(
             "subscribe again with the form, which confirms the address by email"
         )
         assert store.get_subscriber_by_id(db, other.id) == other
+
+
+def test_a_bounced_address_cannot_come_back_by_unsubscribing_first(
+    db: Database, tokens: ReaderTokens
+) -> None:
+    """Unsubscribe, then the resubscribe button, must not skip the email confirmation."""
+    bounced = store.add_subscriber(db, "gone@example.org", status="bounced")
+    token = tokens.unsubscribe(bounced.id)
+    assert unsubscribe(db, tokens, token) == bounced  # no mail either way; it stays bounced
+    with pytest.raises(SubscriberError) as refused:
+        resubscribe(db, tokens, token, ASKED)
+    assert str(refused.value).startswith("this address is bounced, so it cannot be resubscribed")
+    assert store.get_subscriber_by_id(db, bounced.id) == bounced

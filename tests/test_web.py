@@ -19,7 +19,7 @@ from newsletter.message import Envelope
 from newsletter.posts import find_post
 from newsletter.sender import reader_tokens, send_post
 from newsletter.tokens import ReaderTokens
-from newsletter.web import RESUBSCRIBE_FORM, SUBSCRIBE_FORM
+from newsletter.web import RESUBSCRIBE_FORM, SUBSCRIBE_FORM, ClientLimiter
 
 from .conftest import Cli, LiveServer, SmtpSink, free_port, wait_for, write_env
 
@@ -381,6 +381,19 @@ def test_one_client_may_send_the_form_the_limit_times_an_hour(
     assert store.get_subscriber(db, "reader2@example.org") is None
 
 
+def test_the_client_limit_counts_an_hour_and_an_ipv6_client_by_its_64() -> None:
+    now = [0.0]
+    limiter = ClientLimiter(2, clock=lambda: now[0])
+    assert [limiter.allow("2001:db8:1:2::a"), limiter.allow("2001:db8:1:2::b")] == [True, True]
+    assert not limiter.allow("2001:db8:1:2:ffff::1")  # the same /64: one machine
+    assert limiter.allow("2001:db8:1:3::a")  # the next /64 is someone else
+    assert limiter.allow("192.0.2.1") and limiter.allow("192.0.2.1")
+    assert not limiter.allow("192.0.2.1")
+    assert limiter.allow("192.0.2.2")  # IPv4 counts by the address
+    now[0] = 3600.0  # an hour on, the first hits no longer count
+    assert limiter.allow("2001:db8:1:2::a") and limiter.allow("192.0.2.1")
+
+
 # --- read online ----------------------------------------------------------------------------
 
 
@@ -476,6 +489,10 @@ def test_serve_runs_the_app_on_the_given_port(smtp_project: Path) -> None:
         (
             lambda project: (project / "templates" / "web" / "post.html").unlink(),
             "Error: template web/post.html is missing from {templates}; `serve` needs templates/web/ and templates/confirm_email.* from the newsletter source\n",
+        ),
+        (
+            lambda project: (project / "templates" / "web" / "base.html").unlink(),
+            "Error: template web/base.html is missing from {templates}; `serve` needs templates/web/ and templates/confirm_email.* from the newsletter source\n",
         ),
     ],
 )
