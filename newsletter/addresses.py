@@ -28,7 +28,7 @@ def normalise_address(raw: str) -> str:
 
 def clean_name(raw: str | None) -> str:
     """A reader's name fit for a To header: trimmed, no line breaks or other control characters."""
-    name = " ".join((raw or "").split(" ")).strip()
+    name = (raw or "").strip()
     if _has_control_characters(name):
         raise SubscriberError(f"the name {name!r} contains line breaks or control characters")
     if len(name) > MAX_NAME_LENGTH:

@@ -140,8 +140,8 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
 def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
     """Erase a reader and their address in the send log (the right to erasure)."""
     with _database(_settings()) as db:
-        subscriber = store.delete_subscriber(db, normalise_address(email))
-    typer.echo(f"Deleted {subscriber.email} and erased them from the send log")
+        address = store.delete_subscriber(db, normalise_address(email))
+    typer.echo(f"Deleted {address} and erased them from the send log")
 
 
 @subscribers_app.command("list")
@@ -407,7 +407,7 @@ def send(
 
     settings.sender  # noqa: B018 - a missing From is reported before anything else
     with _database(settings) as db:
-        due = sender.count_due(db, post.slug)
+        due = store.count_due(db, post.slug)
         active = store.count_subscribers(db, "active")
     if active == 0:
         raise NewsletterError(

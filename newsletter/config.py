@@ -94,6 +94,9 @@ def load_settings(
         value = values.get(PREFIX + name)
         if value is None or value.strip() == "":
             return default
+        if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
+            # These go into headers and pages: a line break would be a header injection.
+            raise ConfigError(f"{PREFIX}{name} must be one line without control characters")
         return value.strip()
 
     def parse(name: str, convert: Callable[[str], T], default: T, what: str) -> T:
@@ -214,9 +217,21 @@ def _parse_from(raw: str | None) -> Address | None:
 
 def _parse_base_url(raw: str) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc or any(c in raw for c in " <>\"'"):
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or not raw.isascii()
+        or any(c in raw for c in " <>\"'")
+    ):
+        hint = "" if raw.isascii() else " (write an international domain in its xn-- form)"
         raise ConfigError(
             f"NEWSLETTER_BASE_URL must be an http(s) URL such as https://news.example.org, "
+            f"not {raw!r}{hint}"
+        )
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        # The web app's pages and forms live at the root of their site.
+        raise ConfigError(
+            f"NEWSLETTER_BASE_URL must be the root of a site (https://news.example.org), "
             f"not {raw!r}"
         )
     return raw.rstrip("/")

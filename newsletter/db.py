@@ -205,6 +205,25 @@ def add_subscriber(
     if existing is not None:
         raise SubscriberError(f"{existing.email} is already on the list ({existing.status})")
     stamp = now()
+    try:
+        _insert_subscriber(db, email, name, source, status, consent, stamp)
+    except sqlite3.IntegrityError as e:
+        if "UNIQUE" not in str(e):
+            raise
+        # Added by someone else since the check above.
+        raise SubscriberError(f"{email} is already on the list") from None
+    return require_subscriber(db, email)
+
+
+def _insert_subscriber(
+    db: Database,
+    email: str,
+    name: str,
+    source: str,
+    status: SubscriberStatus,
+    consent: Consent | None,
+    stamp: str,
+) -> None:
     db.execute(
         "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at,"
         " consent_at, consent_ip, consent_user_agent, consent_form)"
@@ -222,7 +241,6 @@ def add_subscriber(
             consent.form if consent else None,
         ],
     )
-    return require_subscriber(db, email)
 
 
 def set_status(db: Database, subscriber_id: int, status: SubscriberStatus) -> None:
@@ -241,16 +259,28 @@ def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
     )
 
 
-def delete_subscriber(db: Database, email: str) -> Subscriber:
+def delete_subscriber(db: Database, email: str) -> str:
     """Erase a person: their row, and their address in the send log (the counts stay).
 
     Test copies sent to the address lose it too, and so do server replies and run notes that
-    quote it ("550 5.1.1 <ann@example.org>: unknown user"). Erasing is rare, so the scans of
-    the log that this takes are affordable.
+    quote it ("550 5.1.1 <ann@example.org>: unknown user"). Deliveries still due are marked
+    skipped, so the log does not wait for them for ever. Erasing is rare, so the scans of the
+    log that this takes are affordable. Returns the address as it was kept.
     """
-    subscriber = require_subscriber(db, email)
-    address = subscriber.email
+    subscriber = get_subscriber(db, email)
+    address = subscriber.email if subscriber else email
+    mailed = db.execute(
+        "SELECT 1 FROM deliveries WHERE lower(email) = lower(?) LIMIT 1", [address]
+    ).fetchone()
+    if subscriber is None and mailed is None:
+        raise SubscriberError(f"nothing is kept about {email}: not on the list, never mailed")
+    subscriber_id = subscriber.id if subscriber else None
     with db.atomic():
+        db.execute(
+            "UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE subscriber_id = ?"
+            " AND status IN ('pending', 'failed')",
+            [now(), subscriber_id],
+        )
         for table, column in (("deliveries", "last_reply"), ("sends", "note")):
             db.execute(
                 f"UPDATE {table} SET {column} = replace({column}, ?, '(erased)')"
@@ -266,28 +296,54 @@ def delete_subscriber(db: Database, email: str) -> Subscriber:
         db.execute(
             "UPDATE deliveries SET email = NULL, subscriber_id = NULL"
             " WHERE subscriber_id = ? OR lower(email) = lower(?)",
-            [subscriber.id, address],
+            [subscriber_id, address],
         )
-        db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber.id])
-    return subscriber
+        db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
+    return address
+
+
+def _pages(db: Database, sql: str, params: list[Any], batch: int) -> Iterator[tuple[Any, ...]]:
+    """Rows of `sql` page by page on the id in their first column (keyset pagination): a long
+    list streams in flat memory, and each page is an index range, never an OFFSET scan.
+
+    `sql` ends with `id > ? ORDER BY id LIMIT ?` for the last id seen and the page size.
+    """
+    last_id = 0
+    while True:
+        rows = db.execute(sql, [*params, last_id, batch]).fetchall()
+        yield from rows
+        if len(rows) < batch:
+            return
+        last_id = rows[-1][0]
 
 
 def iter_subscribers(db: Database, status: str = "all", batch: int = 2000) -> Iterator[Subscriber]:
-    """Stream readers in id order, a batch at a time, so no list is held whole in memory."""
-    last_id = 0
-    where = "" if status == "all" else "status = ? AND"
-    params_head: list[Any] = [] if status == "all" else [status]
-    while True:
-        rows = db.execute(
-            f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} id > ?"
-            " ORDER BY id LIMIT ?",
-            [*params_head, last_id, batch],
-        ).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield Subscriber(*row)
-        last_id = rows[-1][0]
+    """Stream readers in id order, so no list is held whole in memory."""
+    where, params = ("", []) if status == "all" else ("status = ? AND", [status])
+    sql = f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} id > ? ORDER BY id LIMIT ?"
+    for row in _pages(db, sql, params, batch):
+        yield Subscriber(*row)
+
+
+def iter_due(db: Database, slug: str, batch: int = 2000) -> Iterator[Subscriber]:
+    """Active readers who have not had this post (read only: nothing is queued)."""
+    sql = (
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.status = 'active'"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
+        " AND d.status IN ('sent', 'bounced')) AND s.id > ? ORDER BY s.id LIMIT ?"
+    )
+    for row in _pages(db, sql, [slug], batch):
+        yield Subscriber(*row)
+
+
+def count_due(db: Database, slug: str) -> int:
+    """How many readers `iter_due` would give."""
+    return db.execute(
+        "SELECT count(*) FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
+        " AND d.status IN ('sent', 'bounced'))",
+        [slug],
+    ).fetchone()[0]
 
 
 def count_subscribers(db: Database, status: str = "active") -> int:
@@ -450,20 +506,14 @@ def iter_outstanding(
     the run began come too: the sender checks each one just before sending and marks them
     skipped, so the log accounts for everyone.
     """
-    last_id = 0
-    while True:
-        rows = db.execute(
-            "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d"
-            " JOIN subscribers s ON s.id = d.subscriber_id"
-            " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
-            " AND d.id > ? AND d.id % ? = ? ORDER BY d.id LIMIT ?",
-            [slug, last_id, shards, shard, batch],
-        ).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield Recipient(*row)
-        last_id = rows[-1][0]
+    sql = (
+        "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d"
+        " JOIN subscribers s ON s.id = d.subscriber_id"
+        " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
+        " AND d.id % ? = ? AND d.id > ? ORDER BY d.id LIMIT ?"
+    )
+    for row in _pages(db, sql, [slug, shards, shard], batch):
+        yield Recipient(*row)
 
 
 def is_active(db: Database, subscriber_id: int) -> bool:
@@ -581,18 +631,9 @@ def post_logs(db: Database) -> dict[str, PostLog]:
 
 
 def iter_deliveries(db: Database, slug: str, batch: int = 2000) -> Iterator[Delivery]:
-    last_id = 0
-    while True:
-        rows = db.execute(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE slug = ? AND id > ?"
-            " ORDER BY id LIMIT ?",
-            [slug, last_id, batch],
-        ).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield Delivery(*row)
-        last_id = rows[-1][0]
+    sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE slug = ? AND id > ? ORDER BY id LIMIT ?"
+    for row in _pages(db, sql, [slug], batch):
+        yield Delivery(*row)
 
 
 @dataclass(frozen=True)

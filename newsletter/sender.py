@@ -82,16 +82,6 @@ def prepare_issue(settings: Settings, post: Post) -> RenderedIssue:
     return render_issue(post, settings, template_environment(settings.templates_dir))
 
 
-def count_due(db: Database, slug: str) -> int:
-    """How many active readers still need this post (read only: nothing is queued)."""
-    return db.execute(
-        "SELECT count(*) FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS"
-        " (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
-        " AND d.status IN ('sent', 'bounced'))",
-        [slug],
-    ).fetchone()[0]
-
-
 @contextmanager
 def send_lock(db_path: Path) -> Iterator[None]:
     """One real send per database at a time; the OS drops the lock if the process dies."""
@@ -165,9 +155,7 @@ def _dry_run(
     progress: ProgressCallback | None,
 ) -> None:
     report.already_sent = store.count_delivered(db, slug)
-    for subscriber in store.iter_subscribers(db, "active"):
-        if _already_done(db, slug, subscriber.id):
-            continue
+    for subscriber in store.iter_due(db, slug):
         envelope = messages.for_reader(
             subscriber.id, subscriber.email, subscriber.name, tokens.unsubscribe(subscriber.id)
         )
@@ -175,17 +163,6 @@ def _dry_run(
         report.message_bytes += len(envelope.data)
         if progress:
             progress("sent")
-
-
-def _already_done(db: Database, slug: str, subscriber_id: int) -> bool:
-    return (
-        db.execute(
-            "SELECT 1 FROM deliveries WHERE slug = ? AND subscriber_id = ?"
-            " AND status IN ('sent', 'bounced')",
-            [slug, subscriber_id],
-        ).fetchone()
-        is not None
-    )
 
 
 class _RateLimiter:

@@ -64,6 +64,14 @@ def test_port_defaults_follow_the_security_mode(tmp_path: Path) -> None:
             "NEWSLETTER_SMTP_CONNECTIONS must be a whole number from 1 to 64",
         ),
         ("SMTP_RATE", "-3", "NEWSLETTER_SMTP_RATE must be messages per second"),
+        (
+            "TITLE",
+            "News\r\nBcc: x@example.org",
+            "NEWSLETTER_TITLE must be one line without control characters",
+        ),
+        ("POSTAL_ADDRESS", "1 High St\nLeeds", "NEWSLETTER_POSTAL_ADDRESS must be one line"),
+        ("BASE_URL", "https://bücher.example.org", "NEWSLETTER_BASE_URL must be an http(s) URL"),
+        ("BASE_URL", "https://example.org/news", "NEWSLETTER_BASE_URL must be the root of a site"),
     ],
 )
 def test_bad_values_are_one_line_errors(

@@ -1,0 +1,90 @@
+"""The store: schema, migrations on open, and the queries the rest of the tool relies on."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from newsletter import db as store
+from newsletter.errors import SubscriberError
+
+from .conftest import add_readers
+
+
+def test_open_migrates_once_and_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "n.db"
+    first = store.open_db(path)
+    assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"subscribers", "deliveries", "sends", "meta"} <= set(first.table_names())
+    first.close()
+    again = store.open_db(path)
+    applied = again.execute("SELECT name FROM _sqlite_migrations").fetchall()
+    assert applied == [("m001_initial",)]
+    again.close()
+
+
+def test_secret_key_is_made_once(db: Database) -> None:
+    assert store.read_stored_secret_key(db) is None
+    key = store.stored_secret_key(db)
+    assert len(key) >= 32 and store.stored_secret_key(db) == key
+
+
+def test_streams_in_pages_without_missing_or_repeating(db: Database) -> None:
+    add_readers(db, 45)
+    store.set_status(db, store.get_subscriber(db, "reader7@example.org").id, "unsubscribed")
+    emails = [s.email for s in store.iter_subscribers(db, "active", batch=10)]
+    assert len(emails) == 44 == len(set(emails)) and "reader7@example.org" not in emails
+    assert len(list(store.iter_subscribers(db, "all", batch=45))) == 45
+
+
+def test_shards_split_the_due_readers_without_overlap(db: Database) -> None:
+    add_readers(db, 101)
+    store.queue_deliveries(db, "post")
+    shares = [
+        {r.delivery_id for r in store.iter_outstanding(db, "post", shard=k, shards=3, batch=7)}
+        for k in range(3)
+    ]
+    assert sum(len(s) for s in shares) == 101 == len(set().union(*shares))
+    assert store.count_due(db, "post") == 101 == len(list(store.iter_due(db, "post")))
+
+
+def test_erasure_skips_what_was_due_and_keeps_counts(db: Database) -> None:
+    add_readers(db, 3)
+    store.queue_deliveries(db, "post")
+    assert store.count_outstanding(db, "post") == 3
+    assert store.delete_subscriber(db, "reader1@example.org") == "reader1@example.org"
+    assert store.count_outstanding(db, "post") == 2
+    log = store.post_logs(db)["post"]
+    assert (log.pending, log.skipped) == (2, 1)
+    assert all(d.email != "reader1@example.org" for d in store.iter_deliveries(db, "post"))
+
+
+def test_erasure_of_someone_who_only_had_a_test_copy(db: Database) -> None:
+    send_id = store.start_send(db, "post", "test")
+    store.record_test_delivery(
+        db,
+        "post",
+        "Editor@example.org",
+        status="sent",
+        reply="250 ok",
+        message_id="<m@x>",
+        send_id=send_id,
+    )
+    assert store.delete_subscriber(db, "editor@example.org") == "editor@example.org"
+    assert [d.email for d in store.iter_deliveries(db, "post")] == [None]
+    with pytest.raises(SubscriberError, match=r"nothing is kept about nobody@example\.org"):
+        store.delete_subscriber(db, "nobody@example.org")
+
+
+def test_add_refuses_a_duplicate_in_any_case(db: Database) -> None:
+    store.add_subscriber(db, "Ann@example.org")
+    with pytest.raises(
+        SubscriberError, match=r"Ann@example\.org is already on the list \(active\)"
+    ):
+        store.add_subscriber(db, "ann@EXAMPLE.org")
+
+
+def test_the_schema_refuses_unknown_statuses(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_subscriber(db, "x@example.org", status="maybe")  # type: ignore[arg-type]
