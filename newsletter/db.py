@@ -695,18 +695,19 @@ def last_send(db: Database, slug: str) -> dict[str, Any] | None:
 # --- double opt-in (the web form) -----------------------------------------------------------
 
 
-def add_pending_subscriber(db: Database, email: str, name: str, consent: Consent) -> Subscriber:
+def add_pending_subscriber(db: Database, email: str, name: str) -> Subscriber:
     """Add a reader who asked on the web, waiting for confirmation; return whoever is there.
 
-    INSERT OR IGNORE rather than add_subscriber: two forms sent at once for one address must
-    both end with the one row, not an error, and a reader already on the list stays as they are.
+    No consent is recorded yet: asking is not consenting (anyone can type an address), only
+    following the emailed link is. INSERT OR IGNORE rather than add_subscriber: two forms sent
+    at once for one address must both end with the one row, and a reader already on the list
+    stays as they are.
     """
     stamp = now()
     db.execute(
         "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
-        " status_changed_at, consent_at, consent_ip, consent_user_agent, consent_form)"
-        " VALUES (?, ?, 'pending', 'web', ?, ?, ?, ?, ?, ?)",
-        [email, name, stamp, stamp, consent.at, consent.ip, consent.user_agent, consent.form],
+        " status_changed_at) VALUES (?, ?, 'pending', 'web', ?, ?)",
+        [email, name, stamp, stamp],
     )
     return require_subscriber(db, email)
 

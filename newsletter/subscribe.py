@@ -64,7 +64,6 @@ def request_subscription(
     tokens: ReaderTokens,
     email: str,
     name: str,
-    visitor: Visitor,
     *,
     transport_factory: TransportFactory = open_transport,
 ) -> SubscribeOutcome:
@@ -77,7 +76,7 @@ def request_subscription(
     The caller gives the same answer whatever this returns, so nobody can probe the list.
     """
     address, clean = normalise_address(email), clean_name(name)
-    subscriber = store.add_pending_subscriber(db, address, clean, visitor.consent())
+    subscriber = store.add_pending_subscriber(db, address, clean)
     if subscriber.status == "active":
         return "already active"
     envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))

@@ -282,16 +282,15 @@ class _Site:
             "Open the link and press the button to start receiving the posts. Nothing after a "
             "few minutes? Look in the spam folder.",
         )
-        visitor = self.visitor(request, SUBSCRIBE_FORM)
-        response.background = BackgroundTask(self.send_confirmation, address, clean, visitor)
+        response.background = BackgroundTask(self.send_confirmation, address, clean)
         return response
 
-    def send_confirmation(self, address: str, name: str, visitor: subscribe.Visitor) -> None:
+    def send_confirmation(self, address: str, name: str) -> None:
         """Runs after the answer has gone, so its duration tells nobody if the address is known."""
         try:
             outcome = self.with_db(
                 lambda db: subscribe.request_subscription(
-                    self.settings, db, self.tokens, address, name, visitor
+                    self.settings, db, self.tokens, address, name
                 )
             )
         except NewsletterError as e:

@@ -41,7 +41,7 @@ def tokens(mail_settings: Settings, db: Database) -> ReaderTokens:
 
 
 def ask(settings: Settings, db: Database, tokens: ReaderTokens, email: str, name: str = ""):
-    return request_subscription(settings, db, tokens, email, name, ASKED)
+    return request_subscription(settings, db, tokens, email, name)
 
 
 def confirm_token(received: Received) -> str:
@@ -60,12 +60,14 @@ def test_a_new_address_is_kept_pending_and_sent_a_link_to_confirm(
     ann = store.get_subscriber(db, "Ann@example.org")
     assert ann is not None
     assert (ann.status, ann.source, ann.name) == ("pending", "web", "Ann Åberg")
-    assert (ann.consent_ip, ann.consent_user_agent, ann.consent_form) == (
-        "192.0.2.7",
-        "Mozilla/5.0 (asking)",
-        "test: the form",
+    # Asking is not consenting: the consent record waits for the emailed link.
+    assert (ann.consent_at, ann.consent_ip, ann.consent_user_agent, ann.consent_form) == (
+        None,
+        None,
+        None,
+        None,
     )
-    assert ann.consent_at and ann.confirmation_sent_at
+    assert ann.confirmation_sent_at
     (received,) = smtp_sink.received
     assert received.rcpt_tos == ["Ann@example.org"]
     assert received.mail_from == "jane@example.org"
