@@ -712,6 +712,16 @@ def add_pending_subscriber(db: Database, email: str, name: str) -> Subscriber:
     return require_subscriber(db, email)
 
 
+def purge_unconfirmed(db: Database, older_than: str) -> int:
+    """Forget web requests nobody confirmed in time: a stranger's address is not ours to keep."""
+    cursor = db.execute(
+        "DELETE FROM subscribers WHERE status = 'pending' AND source = 'web'"
+        " AND status_changed_at < ?",
+        [older_than],
+    )
+    return cursor.rowcount
+
+
 def claim_confirmation(db: Database, subscriber_id: int, *, last_allowed: str) -> bool:
     """Note a confirmation email as sent now, unless one went out after `last_allowed`.
 

@@ -25,7 +25,7 @@ from .errors import NotOnList, SubscriberError
 from .mailer import Transport, open_transport
 from .message import Envelope
 from .render import render_template, template_environment
-from .tokens import ReaderTokens
+from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderTokens
 
 SubscribeOutcome = Literal["sent", "already active", "too soon"]
 TransportFactory = Callable[[Settings], Transport]
@@ -76,6 +76,8 @@ def request_subscription(
     The caller gives the same answer whatever this returns, so nobody can probe the list.
     """
     address, clean = normalise_address(email), clean_name(name)
+    expired = datetime.now(UTC) - timedelta(seconds=CONFIRM_MAX_AGE_SECONDS)
+    store.purge_unconfirmed(db, expired.isoformat(timespec="seconds"))
     subscriber = store.add_pending_subscriber(db, address, clean)
     if subscriber.status == "active":
         return "already active"

@@ -325,3 +325,15 @@ def test_a_bounced_address_cannot_come_back_by_unsubscribing_first(
         resubscribe(db, tokens, token, ASKED)
     assert str(refused.value).startswith("this address is bounced, so it cannot be resubscribed")
     assert store.get_subscriber_by_id(db, bounced.id) == bounced
+
+
+def test_unconfirmed_requests_are_forgotten_when_their_link_expires(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens
+) -> None:
+    ask(mail_settings, db, tokens, "old@example.org")
+    store.add_subscriber(db, "kept@example.org", status="pending", source="cli")
+    long_ago = "2020-01-01T00:00:00+00:00"
+    db.execute("UPDATE subscribers SET status_changed_at = ?", [long_ago])
+    ask(mail_settings, db, tokens, "new@example.org")
+    emails = {s.email: s.status for s in store.iter_subscribers(db)}
+    assert emails == {"kept@example.org": "pending", "new@example.org": "pending"}
