@@ -130,16 +130,18 @@ def send_post(
                 report.due = store.count_outstanding(db, post.slug)
                 report.already_sent = store.count_delivered(db, post.slug)
                 if report.due:
-                    _run(
+                    send_id = store.start_send(db, post.slug, "real")
+                    run = _Run(
                         settings,
-                        db,
                         post.slug,
+                        send_id,
                         messages,
                         tokens,
                         report,
                         progress,
                         transport_factory,
                     )
+                    _run(run, db)
     finally:
         db.close()
     report.seconds = time.monotonic() - started
@@ -166,7 +168,8 @@ def _dry_run(
 
 
 class _RateLimiter:
-    """At most `rate` sends a second across all connections (for providers that cap it)."""
+    """At most `rate` sends a second from this process (providers such as SES cap the rate;
+    a parallel send gives each process its share)."""
 
     def __init__(self, rate: float | None) -> None:
         self.interval = 1.0 / rate if rate else 0.0
@@ -280,29 +283,20 @@ def _connections(settings: Settings, due: int) -> int:
     return max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))
 
 
-def _run(
-    settings: Settings,
-    db: Database,
-    slug: str,
-    messages: IssueMessages,
-    tokens: ReaderTokens,
-    report: SendReport,
-    progress: ProgressCallback | None,
-    transport_factory: TransportFactory,
-) -> None:
-    send_id = store.start_send(db, slug, "real")
-    run = _Run(settings, slug, send_id, messages, tokens, report, progress, transport_factory)
+def _run(run: _Run, db: Database) -> None:
+    """Deliver to everyone queued, over one connection here or several in processes."""
+    settings, report = run.settings, run.report
     try:
-        first = transport_factory(settings)  # fail here, before any thread, if unreachable
+        first = run.transport_factory(settings)  # fail here, before any process, if unreachable
     except TransportError as e:
         store.finish_send(
-            db, send_id, status="stopped", sent=0, failed=0, bounced=0, skipped=0, note=str(e)
+            db, run.send_id, status="stopped", sent=0, failed=0, bounced=0, skipped=0, note=str(e)
         )
         raise
     connections = _connections(settings, report.due)
     try:
         if connections == 1:  # in this process: nothing to hand over
-            readers = store.iter_outstanding(db, slug)
+            readers = store.iter_outstanding(db, run.slug)
             _worker(run, lambda: next(readers, None), first, db)
         else:
             first.close()  # it proved the server is there; each process opens its own
@@ -315,7 +309,7 @@ def _run(
     finally:
         store.finish_send(
             db,
-            send_id,
+            run.send_id,
             status="stopped" if report.stopped else "finished",
             sent=report.sent,
             failed=report.failed,
