@@ -110,6 +110,18 @@ def _database(settings: Settings) -> Iterator[Database]:
         db.close()
 
 
+def _output(text: str, file: Path | None) -> bool:
+    """Write `text` to `file`, or to stdout without one; True when a file was written."""
+    if file is None:
+        typer.echo(text, nl=False)
+        return False
+    try:
+        file.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
+    return True
+
+
 def _json_line(record: dict[str, Any]) -> None:
     typer.echo(json.dumps(record, ensure_ascii=False, default=str))
 
@@ -218,14 +230,8 @@ def subscribers_export(
         with _database(_settings()) as db:
             data = store.personal_data(db, normalise_address(email))
         document = json.dumps(data.as_dict(), ensure_ascii=False, indent=2) + "\n"
-        if file is None:
-            typer.echo(document, nl=False)
-            return
-        try:
-            file.write_text(document, encoding="utf-8")
-        except OSError as e:
-            raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
-        typer.echo(f"Exported what is kept about {data.email} to {file}", err=True)
+        if _output(document, file):
+            typer.echo(f"Exported what is kept about {data.email} to {file}", err=True)
         return
     with _database(_settings()) as db:
         if file is None:
@@ -370,13 +376,8 @@ def preview(
         suffix = ".txt" if text else ".html"
         with tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False, encoding="utf-8") as f:
             out = Path(f.name)
-    if out is None:
-        typer.echo(body, nl=False)
+    if not _output(body, out):
         return
-    try:
-        out.write_text(body, encoding="utf-8")
-    except OSError as e:
-        raise NewsletterError(f"cannot write {out}: {e.strerror}") from e
     typer.echo(f"Wrote {out}", err=True)
     if open_browser:
         webbrowser.open(out.resolve().as_uri())
