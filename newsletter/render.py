@@ -97,14 +97,21 @@ def template_environment(templates_dir: Path) -> jinja2.Environment:
     )
 
 
-def render_template(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
-    """Render one template; a syntax error or unknown variable names the file and line."""
+def load_template(env: jinja2.Environment, name: str) -> jinja2.Template:
+    """Load and compile one template; a missing file or a syntax error names file and line."""
     try:
-        return env.get_template(name).render(context)
+        return env.get_template(name)
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"{e.filename or e.name or name}, line {e.lineno}: {e.message}") from e
     except jinja2.TemplateNotFound as e:
         raise TemplateError(f"template {e.name} is missing from {_search_path(env)}") from e
+
+
+def render_template(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
+    """Render one template; a syntax error or unknown variable names the file and line."""
+    template = load_template(env, name)
+    try:
+        return template.render(context)
     except jinja2.UndefinedError as e:
         where = _template_line(e.__traceback__, env)
         raise TemplateError(f"{where or name}: {e.message}") from e

@@ -35,7 +35,7 @@ from .config import Settings
 from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
 from .posts import Post, load_posts
-from .render import markdown_to_html, render_template, template_environment
+from .render import load_template, markdown_to_html, render_template, template_environment
 from .sender import reader_tokens
 from .tokens import ReaderTokens
 
@@ -112,14 +112,14 @@ def create_app(settings: Settings) -> Starlette:
 def _check_templates(env: jinja2.Environment, settings: Settings) -> None:
     for name in TEMPLATES:
         try:
-            env.get_template(name)
-        except jinja2.TemplateNotFound as e:
-            raise TemplateError(
-                f"template {name} is missing from {settings.templates_dir}; `serve` needs "
-                "templates/web/ and templates/confirm_email.* from the newsletter source"
-            ) from e
-        except jinja2.TemplateSyntaxError as e:
-            raise TemplateError(f"{e.filename or name}, line {e.lineno}: {e.message}") from e
+            load_template(env, name)
+        except TemplateError as e:
+            if isinstance(e.__cause__, jinja2.TemplateNotFound):
+                raise TemplateError(
+                    f"{e}; `serve` needs templates/web/ and templates/confirm_email.* from the "
+                    "newsletter source"
+                ) from e
+            raise
 
 
 class ClientLimiter:
