@@ -148,7 +148,7 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
     """Unsubscribe a reader; the row stays so no import can bring them back."""
     with _database(_settings()) as db:
         subscriber = store.require_subscriber(db, normalise_address(email))
-        store.set_status(db, subscriber.id, "unsubscribed")
+        store.set_status(db, subscriber.id, "unsubscribed", "author")
     typer.echo(f"Unsubscribed {subscriber.email}")
 
 

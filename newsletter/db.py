@@ -23,6 +23,17 @@ from .errors import DatabaseError, SubscriberError
 SubscriberStatus = Literal["active", "unsubscribed", "bounced", "pending"]
 SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = ("active", "unsubscribed", "bounced", "pending")
 DeliveryStatus = Literal["pending", "sent", "failed", "bounced", "skipped"]
+# Why a reader's status last changed; a reason decides who may undo it (an author's removal is
+# not undone by the reader's resubscribe button; a complaint never by an import).
+StatusReason = Literal[
+    "reader",  # the reader's own unsubscribe link or button
+    "author",  # `subscribers remove`, `subscribers add --resubscribe`, `reactivate`
+    "complaint",  # a spam complaint (ARF report, or a platform's export says so)
+    "email",  # an email to the unsubscribe address
+    "import",  # an imported file said so
+    "bounce",  # permanent delivery failures
+    "confirmed",  # the reader confirmed by the emailed link
+]
 BUSY_TIMEOUT_SECONDS = 30.0
 
 migrations = Migrations("newsletter")
@@ -93,6 +104,31 @@ def m001_initial(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m002_public_ids_reasons_archive(db: Database) -> None:
+    """Readers get a random public id for their links (a sequential id would tell how big the
+    list is), statuses get a reason, and posts can be published without being mailed."""
+    for statement in (
+        "ALTER TABLE subscribers ADD COLUMN public_id TEXT",
+        "ALTER TABLE subscribers ADD COLUMN status_reason TEXT",
+        "UPDATE subscribers SET public_id = lower(hex(randomblob(8))) WHERE public_id IS NULL",
+        "CREATE UNIQUE INDEX subscribers_public_id ON subscribers (public_id)",
+        # Posts that count as published without a send (a feed's back catalogue): `send` and
+        # `send --due` never mail them; the web archive shows them.
+        """CREATE TABLE archived_posts (
+            slug TEXT PRIMARY KEY,
+            archived_at TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+    ):
+        db.execute(statement)
+
+
+def new_public_id() -> str:
+    """A reader's id in links and tokens: random, so it says nothing about the list."""
+    return secrets.token_hex(8)
+
+
 def open_db(path: Path) -> Database:
     """Open (creating if needed) and migrate the database; a bad file is a DatabaseError."""
     if path.exists() and not path.is_file():
@@ -151,6 +187,8 @@ class Subscriber:
     consent_user_agent: str | None = None
     consent_form: str | None = None
     confirmation_sent_at: str | None = None
+    public_id: str | None = None
+    status_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +211,13 @@ def _subscriber(row: tuple[Any, ...] | None) -> Subscriber | None:
 def get_subscriber(db: Database, email: str) -> Subscriber | None:
     row = db.execute(
         f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email = ?", [email]
+    ).fetchone()
+    return _subscriber(row)
+
+
+def get_subscriber_by_public_id(db: Database, public_id: str) -> Subscriber | None:
+    row = db.execute(
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE public_id = ?", [public_id]
     ).fetchone()
     return _subscriber(row)
 
@@ -226,8 +271,8 @@ def _insert_subscriber(
 ) -> None:
     db.execute(
         "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at,"
-        " consent_at, consent_ip, consent_user_agent, consent_form)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " consent_at, consent_ip, consent_user_agent, consent_form, public_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             email,
             name,
@@ -239,15 +284,23 @@ def _insert_subscriber(
             consent.ip if consent else None,
             consent.user_agent if consent else None,
             consent.form if consent else None,
+            new_public_id(),
         ],
     )
 
 
-def set_status(db: Database, subscriber_id: int, status: SubscriberStatus) -> None:
-    """Change a reader's status; the time of the change is kept only when it really changes."""
+def set_status(
+    db: Database,
+    subscriber_id: int,
+    status: SubscriberStatus,
+    reason: StatusReason | None = None,
+) -> None:
+    """Change a reader's status and say why; the time and reason are kept only when the status
+    really changes."""
     db.execute(
-        "UPDATE subscribers SET status = ?, status_changed_at = ? WHERE id = ? AND status != ?",
-        [status, now(), subscriber_id, status],
+        "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
+        " WHERE id = ? AND status != ?",
+        [status, now(), reason, subscriber_id, status],
     )
 
 
@@ -374,8 +427,11 @@ def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_r
         before = db.conn.total_changes
         db.conn.executemany(
             "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
-            " status_changed_at) VALUES (?, ?, ?, ?, ?, ?)",
-            ((r.email, r.name, r.status, r.source, r.created_at or stamp, stamp) for r in rows),
+            " status_changed_at, public_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (r.email, r.name, r.status, r.source, r.created_at or stamp, stamp, new_public_id())
+                for r in rows
+            ),
         )
         added = db.conn.total_changes - before
     except BaseException:
@@ -570,7 +626,7 @@ def record_bounce(
         ).fetchone()
         out = hard or (bounces is not None and bounces[0] >= bounce_limit)
         if out:
-            set_status(db, subscriber_id, "bounced")
+            set_status(db, subscriber_id, "bounced", "bounce")
     return out
 
 
@@ -692,6 +748,22 @@ def last_send(db: Database, slug: str) -> dict[str, Any] | None:
     return dict(zip(keys, row, strict=True))
 
 
+# --- posts published without a send ---------------------------------------------------------
+
+
+def archive_post(db: Database, slug: str, reason: str) -> bool:
+    """Count a post as published without mailing it; False if it was already."""
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO archived_posts (slug, archived_at, reason) VALUES (?, ?, ?)",
+        [slug, now(), reason],
+    )
+    return cursor.rowcount == 1
+
+
+def archived_slugs(db: Database) -> set[str]:
+    return {row[0] for row in db.execute("SELECT slug FROM archived_posts").fetchall()}
+
+
 # --- double opt-in (the web form) -----------------------------------------------------------
 
 
@@ -706,8 +778,8 @@ def add_pending_subscriber(db: Database, email: str, name: str) -> Subscriber:
     stamp = now()
     db.execute(
         "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
-        " status_changed_at) VALUES (?, ?, 'pending', 'web', ?, ?)",
-        [email, name, stamp, stamp],
+        " status_changed_at, public_id) VALUES (?, ?, 'pending', 'web', ?, ?, ?)",
+        [email, name, stamp, stamp, new_public_id()],
     )
     return require_subscriber(db, email)
 
@@ -741,6 +813,6 @@ def activate_subscriber(db: Database, subscriber_id: int, consent: Consent) -> N
     The bounce count starts again: the reader has just shown that the address works.
     """
     with db.atomic():
-        set_status(db, subscriber_id, "active")
+        set_status(db, subscriber_id, "active", "confirmed")
         record_consent(db, subscriber_id, consent)
         db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])

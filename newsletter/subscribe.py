@@ -157,7 +157,7 @@ def unsubscribe(db: Database, tokens: ReaderTokens, token: str) -> store.Subscri
     # A bounced address stays bounced: made "unsubscribed", the resubscribe button on the
     # next page would bring it back without the email confirmation `resubscribe` asks of it.
     if subscriber.status != "bounced":
-        store.set_status(db, subscriber.id, "unsubscribed")
+        store.set_status(db, subscriber.id, "unsubscribed", "reader")
     return _reader(db, subscriber.id)
 
 

@@ -19,9 +19,37 @@ def test_open_migrates_once_and_uses_wal(tmp_path: Path) -> None:
     assert {"subscribers", "deliveries", "sends", "meta"} <= set(first.table_names())
     first.close()
     again = store.open_db(path)
-    applied = again.execute("SELECT name FROM _sqlite_migrations").fetchall()
-    assert applied == [("m001_initial",)]
+    applied = [row[0] for row in again.execute("SELECT name FROM _sqlite_migrations")]
+    assert applied[0] == "m001_initial"
+    assert applied == [m.name for m in store.migrations._migrations]  # each once, in order
     again.close()
+
+
+def test_public_ids_are_random_and_backfilled(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = store.open_db(path)
+    old.close()
+    # A database made before public ids: roll back to m001 and add a reader the old way.
+    raw = sqlite3.connect(path)
+    raw.execute("DROP INDEX subscribers_public_id")
+    raw.execute("DROP TABLE archived_posts")
+    raw.execute("ALTER TABLE subscribers DROP COLUMN public_id")
+    raw.execute("ALTER TABLE subscribers DROP COLUMN status_reason")
+    raw.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
+    raw.execute(
+        "INSERT INTO subscribers (email, status, source, created_at, status_changed_at)"
+        " VALUES ('old@example.org', 'active', 'cli', 'x', 'x')"
+    )
+    raw.commit()
+    raw.close()
+    db = store.open_db(path)
+    add_readers(db, 3)
+    ids = [s.public_id for s in store.iter_subscribers(db)]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert all(i and len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    old_reader = store.get_subscriber(db, "old@example.org")
+    assert store.get_subscriber_by_public_id(db, old_reader.public_id) == old_reader
+    db.close()
 
 
 def test_secret_key_is_made_once(db: Database) -> None:
