@@ -127,9 +127,12 @@ def m002_public_ids_reasons_archive(db: Database) -> None:
 @migrations()
 def m005_feeds(db: Database) -> None:
     """The blog feeds `pull` reads: what each answered last (for conditional requests) and
-    every entry already taken, so an entry becomes a post once, however often it is edited."""
+    every entry already taken, so an entry becomes a post once, however often it is edited.
+
+    IF NOT EXISTS: tests/test_db.py re-applies every migration after m001 to an old file.
+    """
     for statement in (
-        """CREATE TABLE feeds (
+        """CREATE TABLE IF NOT EXISTS feeds (
             id INTEGER PRIMARY KEY,
             url TEXT NOT NULL UNIQUE,
             etag TEXT,
@@ -139,7 +142,7 @@ def m005_feeds(db: Database) -> None:
         )""",
         # Keyed by the entry's id/guid (else its link) across all feeds: the same blog read
         # through a second address (http and https, a custom domain) brings no duplicates.
-        """CREATE TABLE feed_entries (
+        """CREATE TABLE IF NOT EXISTS feed_entries (
             entry_key TEXT PRIMARY KEY,
             feed_id INTEGER NOT NULL REFERENCES feeds (id),
             slug TEXT NOT NULL,

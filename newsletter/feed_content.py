@@ -111,7 +111,9 @@ def html_to_markdown(fragment: str, base_url: str) -> str:
         heading_style="ATX",
         bullets="-",
         strong_em_symbol="*",
-        escape_misc=False,
+        # Escape what Markdown would read as markup: "4) Create..." is not a list, and text
+        # about "&lt;script&gt;" must not come back as a <script> tag.
+        escape_misc=True,
     ).convert(clean)
     # Blogs pad with empty paragraphs and <br>s; the email wants one blank line between blocks.
     lines = ["" if not line.strip() else line for line in markdown.splitlines()]

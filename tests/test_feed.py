@@ -262,6 +262,8 @@ def test_script_onclick_and_tracking_pixels_are_gone_from_the_email(
         '<img src="https://stats.example.com/open.gif?id=42" width="1" height="1">'
         '<iframe src="https://www.youtube.com/embed/abc123" title="The talk"></iframe>'
         '<p><a href="javascript:steal()">Win a prize</a></p>'
+        "<p>Escaped text is text: &lt;blink&gt;escaped&lt;/blink&gt;</p>"
+        "<p>4) Not a list, # not a heading</p>"
     )
     entry = blog.entry(7, "Hostile markup", hostile, now())
     feed_server.put(blog.path, blog.with_entries(blog.fixture, entry))
@@ -290,6 +292,9 @@ def test_script_onclick_and_tracking_pixels_are_gone_from_the_email(
     assert f'href="{site}/2026/01/next.html"' in html  # relative to the entry's own link
     assert f'src="{site}/images/chart.png"' in html
     assert "Win a prize" in html and "javascript" not in html
+    assert "&lt;blink&gt;escaped&lt;/blink&gt;" in html and "<blink" not in html
+    assert "<blink>escaped</blink>" in text  # the plain-text part shows it as written
+    assert "<ol" not in html and "4) Not a list, # not a heading" in text
 
 
 @pytest.mark.parametrize("blog", BLOGS, ids=lambda b: b.kind)
@@ -642,7 +647,7 @@ def test_markdown_from_blogger_line_breaks_has_paragraphs() -> None:
     markdown = html_to_markdown(
         "<div>One.<br /><br />Two &amp; three.<br /><br /><br /></div>", "https://b.example/"
     )
-    assert markdown == "One.\n\nTwo & three.\n"
+    assert markdown == "One.\n\nTwo \\& three.\n"
 
 
 def _db(project: Path):
