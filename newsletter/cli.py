@@ -616,11 +616,11 @@ def _pull_summary(report: PullReport) -> str:
 
 def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: bool) -> None:
     """Send the feed's new posts not yet sent, oldest first, through the exactly-once log."""
-    from . import sender
+    from . import feed, sender
 
     with _database(settings) as db:
         active = store.count_subscribers(db, "active")
-        slugs = store.unfinished_feed_posts(db)
+        slugs = feed.posts_to_send(db)
     if dry_run:
         slugs = [post.slug for post in report.to_send] + slugs
     if not slugs:

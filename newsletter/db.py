@@ -913,16 +913,17 @@ def record_feed_entry(
     )
 
 
-def unfinished_feed_posts(db: Database) -> list[str]:
-    """New posts taken from a feed whose send never finished, oldest first.
+def unfinished_feed_posts(db: Database, taken_since: str) -> list[str]:
+    """New posts taken from a feed since `taken_since` whose send never finished, oldest first.
 
     `pull --send` sends these, not only what the pull just took: when the mail server was down
     at the last poll, the next one still sends the post (the send log keeps it to once each).
     """
     rows = db.execute(
-        "SELECT slug FROM feed_entries WHERE back_catalogue = 0 AND NOT EXISTS"
+        "SELECT slug FROM feed_entries WHERE back_catalogue = 0 AND taken_at >= ? AND NOT EXISTS"
         " (SELECT 1 FROM sends WHERE sends.slug = feed_entries.slug AND kind = 'real'"
-        " AND status = 'finished') ORDER BY taken_at, rowid"
+        " AND status = 'finished') ORDER BY taken_at, rowid",
+        [taken_since],
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from newsletter import db as store
 from newsletter.errors import FeedError
-from newsletter.feed import pull, slug_from_title
+from newsletter.feed import posts_to_send, pull, slug_from_title
 from newsletter.feed_content import html_to_markdown, sanitise_html
 from newsletter.feed_http import FeedClient, user_agent
 from newsletter.posts import load_posts, read_post
@@ -679,6 +679,9 @@ def test_a_post_not_sent_because_the_mail_server_was_down_goes_at_the_next_poll(
     assert down.exit_code == 1
     assert "Wrote posts/late-news.md" in down.stdout
     assert smtp_sink.received == []
+    with _db(feed_project) as database:
+        assert posts_to_send(database) == ["late-news"]
+        assert posts_to_send(database, now() + timedelta(days=4)) == []  # too late to go out
     write_env(feed_project, SMTP_PORT=smtp_sink.port)
 
     again = feed_cli("pull", "--send", "--yes", url)
