@@ -31,10 +31,11 @@ from . import db as store
 from . import subscriber_csv
 from .addresses import clean_name, normalise_address
 from .config import Settings, load_settings
-from .errors import ConfigError, NewsletterError
-from .posts import find_post, load_posts
+from .errors import ConfigError, NewsletterError, PostError
+from .posts import Post, find_post, load_posts
 
 if TYPE_CHECKING:
+    from .feed import PullReport
     from .sender import SendReport
 
 # The sending side (premailer, lxml, dkimpy) is imported by the commands that use it, so that
@@ -402,7 +403,10 @@ def send(
     from . import sender
 
     settings = _settings()
-    post = find_post(settings.posts_dir, slug)
+    post = find_post(settings.posts_dir, slug) if slug else _newest_to_send(settings)
+    if post is None:
+        typer.echo("Nothing to send: every post counts as published (a feed's back catalogue)")
+        return
     where = (
         f"SMTP {settings.smtp_host}:{settings.smtp_port}"
         if settings.uses_smtp
@@ -447,6 +451,16 @@ def send(
     if report.stopped:
         typer.echo(f"Error: stopped early: {report.stopped}", err=True)
         raise typer.Exit(1)
+
+
+def _newest_to_send(settings: Settings) -> Post | None:
+    """The newest post not counted as published without a send (a feed's back catalogue)."""
+    newest = find_post(settings.posts_dir)  # names the folder when there are no posts
+    with _database(settings) as db:
+        archived = store.archived_slugs(db)
+    if newest.slug not in archived:
+        return newest
+    return next((p for p in load_posts(settings.posts_dir) if p.slug not in archived), None)
 
 
 @contextmanager
@@ -524,6 +538,120 @@ def log(
                 )
         if not found:
             raise NewsletterError(f"nothing in the send log for {slug!r}")
+
+
+# --- pull: from the blog's feed -----------------------------------------------------------
+
+
+@app.command("pull")
+@reports_errors
+def pull(
+    feed_url: Annotated[
+        str | None,
+        typer.Argument(help="The blog's RSS or Atom feed (default: NEWSLETTER_FEED_URL)."),
+    ] = None,
+    send_posts: Annotated[
+        bool, typer.Option("--send", help="Send each new post to every reader, oldest first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before sending.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
+    ] = False,
+    all_pages: Annotated[
+        bool, typer.Option("--all", help="Follow a paged feed to its end (the back catalogue).")
+    ] = False,
+) -> None:
+    """Write the blog feed's new entries as posts; the first pull's count as already published."""
+    from . import feed
+
+    settings = _settings()
+    url = feed_url or settings.feed_url
+    if url is None:
+        raise ConfigError(
+            "give the blog's feed address or set NEWSLETTER_FEED_URL (Blogger: "
+            "https://BLOG.blogspot.com/feeds/posts/default, WordPress: https://BLOG/feed/)"
+        )
+    if send_posts and not dry_run:
+        settings.sender  # noqa: B018 - a missing From is reported before anything is fetched
+        if not yes and not sys.stdin.isatty():
+            raise NewsletterError("not sending without confirmation: run with --yes")
+    with _database(settings) as db:
+        report = feed.pull(db, settings.posts_dir, url, all_pages=all_pages, dry_run=dry_run)
+    for skipped in report.skipped:
+        typer.echo(f"Warning: skipped {skipped}", err=True)
+    if report.summary_only:
+        typer.echo(f"Warning: {feed.FULL_TEXT_ADVICE}", err=True)
+    verb = "Would write" if dry_run else "Wrote"
+    for post in report.posts:
+        where = _shown_path(settings, post.path)
+        kind = "back catalogue, counted as published" if post.back_catalogue else "new"
+        again = ", already there" if post.adopted else ""
+        typer.echo(f"{verb} {where}  {post.published:%Y-%m-%d}  “{post.title}” ({kind}{again})")
+    typer.echo(_pull_summary(report))
+    if send_posts:
+        _send_pulled(settings, report, yes=yes, dry_run=dry_run)
+
+
+def _shown_path(settings: Settings, path: Path) -> str:
+    return str(
+        path.relative_to(settings.directory) if path.is_relative_to(settings.directory) else path
+    )
+
+
+def _pull_summary(report: PullReport) -> str:
+    if report.not_modified:
+        return f"Nothing new: {report.url} has not changed since the last pull"
+    new = len(report.to_send)
+    parts = [f"{new} new post{'s' * (new != 1)}"]
+    old = len(report.posts) - new
+    if old:
+        parts.append(f"{old} back catalogue (never mailed)")
+    parts.append(f"{report.already_taken} already taken")
+    if report.skipped:
+        parts.append(f"{len(report.skipped)} skipped")
+    pages = f" ({report.pages} pages)" if report.pages > 1 else ""
+    prefix = "Dry run, nothing written: " if report.dry_run else ""
+    return f"{prefix}{', '.join(parts)} from {report.url}{pages}"
+
+
+def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: bool) -> None:
+    """Send the feed's new posts not yet sent, oldest first, through the exactly-once log."""
+    from . import feed, sender
+
+    with _database(settings) as db:
+        active = store.count_subscribers(db, "active")
+        slugs = feed.posts_to_send(db)
+    if dry_run:
+        slugs = [post.slug for post in report.to_send] + slugs
+    if not slugs:
+        return
+    if active == 0:
+        typer.echo("No active readers: nothing sent")
+        return
+    count = f"{len(slugs)} new post{'s' * (len(slugs) != 1)}"
+    if dry_run:
+        typer.echo(f"Would send {count} to {active} active readers")
+        return
+    if not yes and not typer.confirm(f"Send {count} to {active} active readers now?"):
+        raise typer.Exit(1)
+    for slug in slugs:
+        try:
+            post = find_post(settings.posts_dir, slug)
+        except PostError as e:  # the author deleted or broke it: theirs to decide
+            typer.echo(f"Warning: not sent: {e}", err=True)
+            continue
+        with _database(settings) as db:
+            due = store.count_due(db, post.slug)
+        if due == 0:
+            continue
+        with _progress(due, False) as advance:
+            sent = sender.send_post(settings, post, progress=advance)
+        typer.echo(f"“{post.title}”: {_summary(sent)}")
+        for failure in sent.failures[:10]:
+            typer.echo(f"  failed: {failure}", err=True)
+        if sent.stopped:
+            typer.echo(f"Error: stopped early: {sent.stopped}", err=True)
+            raise typer.Exit(1)
 
 
 # --- serve ----------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class Settings:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     subscribe_limit_per_hour: int = 5
+    feed_url: str | None = None  # the blog's RSS or Atom feed, for `pull`
 
     def __repr__(self) -> str:
         # Never let a password or key reach a log line or a traceback.
@@ -159,6 +160,7 @@ def load_settings(
         subscribe_limit_per_hour=parse(
             "SUBSCRIBE_LIMIT_PER_HOUR", _at_least(1), 5, "a whole number of 1 or more"
         ),
+        feed_url=get("FEED_URL"),
     )
 
 

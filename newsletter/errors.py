@@ -73,3 +73,11 @@ class DeliveryRefused(NewsletterError):
 
 class NotOnList(SubscriberError):
     """A reader's link names nobody on the list: a test copy's link (id 0) or an erased reader."""
+
+
+class FeedError(NewsletterError):
+    """A blog's feed cannot be fetched or read: down, not a feed, or not well-formed."""
+
+
+class FeedNotFound(FeedError):
+    """The feed address answered 404 or 410: the end of a paged feed, or a wrong address."""

@@ -23,6 +23,8 @@ class Post:
     summary: str
     body: str  # Markdown
     path: Path
+    link: str = ""  # where the post lives on the blog, for a post pulled from its feed
+    summary_only: bool = False  # the feed gave only a summary: the email links to the rest
 
 
 def read_post(path: Path) -> Post:
@@ -70,6 +72,8 @@ def read_post(path: Path) -> Post:
         summary=(summary or "").strip() or _first_sentences(parsed.content),
         body=parsed.content,
         path=path,
+        link=str(meta.get("link") or ""),
+        summary_only=meta.get("summary_only") is True,
     )
 
 

@@ -170,6 +170,8 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
             "html": Markup(markdown_to_html(post.body)),
             "text": markdown_to_text(post.body),
             "url": post_url(settings, post),
+            "link": post.link,
+            "summary_only": post.summary_only,
         },
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
