@@ -196,11 +196,15 @@ def _render_blocks(tokens: list[Token], start: int, end: int, out: list[str], wi
 
 
 def _render_table(tokens: list[Token], width: int) -> str:
-    """Columns padded to line up; a table too wide for the text becomes one record per row."""
+    """Columns padded to line up (numbers to the right, as the Markdown aligned them); a table
+    too wide for the text becomes one record per row."""
     rows: list[list[str]] = []
     cells: list[str] = []
+    right: dict[int, bool] = {}
     for t in tokens:
-        if t.type == "inline":
+        if t.type in ("th_open", "td_open"):
+            right[len(cells)] = "text-align:right" in str(t.attrs.get("style", ""))
+        elif t.type == "inline":
             cells.append(_inline_text(t))
         elif t.type == "tr_close":
             rows.append(cells)
@@ -212,7 +216,10 @@ def _render_table(tokens: list[Token], width: int) -> str:
     widths = [max(len(row[c]) for row in rows) for c in range(columns)]
     if sum(widths) + 3 * (columns - 1) <= width:
         lines = [
-            " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            " | ".join(
+                cell.rjust(w) if right.get(c) else cell.ljust(w)
+                for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
             for row in rows
         ]
         lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -212,21 +212,23 @@ def local_images(post: Post) -> list[tuple[str, Path]]:
     return found
 
 
-def missing_images(post: Post) -> list[str]:
-    """Local images the post shows that are not on disk, as the author wrote them."""
-    return [source for source, path in local_images(post) if not path.is_file()]
+def missing_images(post: Post) -> list[tuple[str, Path]]:
+    """Local images the post shows that are not on disk: as written, and the file looked for."""
+    return [(source, path) for source, path in local_images(post) if not path.is_file()]
 
 
 def check_images(post: Post) -> None:
     """Refuse a post that would reach readers with a broken image."""
     missing = missing_images(post)
     if missing:
-        folder = post.path.parent.name
-        raise PostError(
-            f"{post.path.name}: the image {missing[0]} is missing (looked for "
-            f"{folder}/{post.slug}/... beside the post)"
-            + (f", and {len(missing) - 1} more" if len(missing) > 1 else "")
-        )
+        source, path = missing[0]
+        where = _shown(path, post.path.parent.parent)
+        more = f", and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise PostError(f"{post.path.name}: the image {source} is missing: no file {where}{more}")
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 _DATE_WITH_ZONE = re.compile(
