@@ -98,7 +98,9 @@ def test_send_due_oldest_first_and_never_an_archived_post(
     cli("send", "--due", "--yes")
     assert subjects(smtp_sink) == ["The middle one", "Tables, notes and pictures"]
     refused = cli("send", "old-post", "--yes", ok=False)
-    assert refused.stderr == "Error: 'old-post' counts as published without a send; it is not mailed\n"
+    assert (
+        refused.stderr == "Error: 'old-post' counts as published without a send; it is not mailed\n"
+    )
 
 
 def test_send_slug_refuses_a_draft_and_a_scheduled_post_but_test_copies_go(
@@ -194,7 +196,10 @@ def test_a_post_with_a_footnote_a_table_and_an_image_arrives_rendered_right(
     flat = " ".join(text.split())  # wrapping depends on the length of the server's URL
     positions = [flat.index(" ".join(piece.split())) for piece in expected_order]
     assert positions == sorted(positions), text
-    assert "Team       | Cases | Change\n-----------+-------+-------\nNorth      |    42 | +12%" in text
+    assert (
+        "Team       | Cases | Change\n-----------+-------+-------\nNorth      |    42 | +12%"
+        in text
+    )
 
     with httpx.Client(base_url=server.url, timeout=10) as client:
         image = client.get(image_url)
@@ -284,7 +289,9 @@ def test_feedparser_reads_the_feed_and_finds_every_sent_post(
     cli("send", "rich-post", "--yes")
     cli("send", "old-post", "--yes")
     cli("send", "draft-post", "--to", "me@example.org")  # a test copy publishes nothing
-    (blog / "posts" / "pulled.md").write_text("---\ntitle: Pulled in\ndate: 2019-05-05\n---\nOld.\n")
+    (blog / "posts" / "pulled.md").write_text(
+        "---\ntitle: Pulled in\ndate: 2019-05-05\n---\nOld.\n"
+    )
     store.archive_post(db, "pulled", "back catalogue")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         answer = client.get("/feed.xml")
@@ -337,6 +344,7 @@ def test_confirming_leads_to_exactly_one_welcome_email(
     subscribe_and_confirm(server, smtp_sink, "bo@example.org", presses=3)
     server.stop()  # waits for the tasks that run after each answer
     confirmation, welcome = smtp_sink.received
+    assert confirmation.message["Subject"].startswith("Confirm your subscription")
     assert welcome.rcpt_tos == ["bo@example.org"]
     assert welcome.message["Subject"] == "Welcome to Child Protection Notes"
     reader = store.get_subscriber(db, "bo@example.org")
@@ -346,7 +354,9 @@ def test_confirming_leads_to_exactly_one_welcome_email(
     tokens = reader_tokens(server.settings, db)
     assert tokens.read_unsubscribe(link.rsplit("/", 1)[1]) == reader.id
     text, page = parts(welcome)
-    assert f"{server.url}/posts/rich-post" in text and f'href="{server.url}/posts/rich-post"' in page
+    assert (
+        f"{server.url}/posts/rich-post" in text and f'href="{server.url}/posts/rich-post"' in page
+    )
     assert link in text and f'href="{link}"' in page
 
 
@@ -368,5 +378,8 @@ def test_read_online_is_left_out_while_the_base_url_is_the_local_default(
     page = cli("preview", "old-post").stdout
     text = cli("preview", "old-post", "--text").stdout
     assert "Read online" not in page and "Read online" not in text
-    assert '<img class="logo" src="https://cdn.example.org/logo.png" alt="Child Protection Notes"' in page
+    assert (
+        '<img class="logo" src="https://cdn.example.org/logo.png" alt="Child Protection Notes"'
+        in page
+    )
     assert "By Jane Author · 1 January 2020" in text  # From's name when the post names nobody

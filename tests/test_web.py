@@ -437,7 +437,9 @@ def test_the_home_page_has_the_name_and_the_form(live_server: LiveServer) -> Non
 
 def test_errors_are_tidy_pages_without_tracebacks(live_server: LiveServer) -> None:
     posts_dir = live_server.settings.posts_dir
-    posts_dir.rename(posts_dir.with_name("posts-moved"))  # one broken post is skipped; no folder is not
+    posts_dir.rename(
+        posts_dir.with_name("posts-moved")
+    )  # one broken post is skipped; no folder is not
     with browser(live_server) as client:
         broken = client.get("/posts/")
         wrong_method = client.get("/subscribe")
