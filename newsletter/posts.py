@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,7 +39,7 @@ class Post:
     draft: bool = False
     author: str | None = None
     # Every front matter key, known or not, so features can add their own (feed pulls: link).
-    meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def published_at(self) -> dt.datetime:
@@ -148,7 +147,7 @@ def read_post(path: Path, timezone: dt.tzinfo = UTC) -> Post:
         publish_at=publish_at.astimezone(UTC),
         draft=draft,
         author=(author or "").strip() or None,
-        meta=MappingProxyType(dict(meta)),
+        meta=dict(meta),
     )
 
 

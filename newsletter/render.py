@@ -237,6 +237,7 @@ def render_welcome(
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
     }
+    check_css(settings.templates_dir / "email.css")
     html_part = inline_css(render_template(env, WELCOME_TEMPLATES[0], context))
     text_part = render_template(env, WELCOME_TEMPLATES[1], context)
     return RenderedIssue(
