@@ -383,3 +383,13 @@ def test_read_online_is_left_out_while_the_base_url_is_the_local_default(
         in page
     )
     assert "By Jane Author · 1 January 2020" in text  # From's name when the post names nobody
+
+
+def test_doctor_names_css_premailer_cannot_parse(blog: Path, cli: Cli) -> None:
+    css = blog / "templates" / "email.css"
+    css.write_text(css.read_text() + "\n.oops color: red; }\n")
+    line = len(css.read_text().splitlines())
+    doctor = cli("doctor", ok=False).stdout
+    assert f"warning  Email CSS       {css}, line {line}: premailer cannot parse this CSS:" in doctor
+    preview = cli("preview", "old-post", ok=False)
+    assert preview.stderr.startswith(f"Error: {css}, line {line}: premailer cannot parse this CSS:")
