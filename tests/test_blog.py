@@ -390,6 +390,8 @@ def test_doctor_names_css_premailer_cannot_parse(blog: Path, cli: Cli) -> None:
     css.write_text(css.read_text() + "\n.oops color: red; }\n")
     line = len(css.read_text().splitlines())
     doctor = cli("doctor", ok=False).stdout
-    assert f"warning  Email CSS       {css}, line {line}: premailer cannot parse this CSS:" in doctor
+    assert (
+        f"warning  Email CSS       {css}, line {line}: premailer cannot parse this CSS:" in doctor
+    )
     preview = cli("preview", "old-post", ok=False)
     assert preview.stderr.startswith(f"Error: {css}, line {line}: premailer cannot parse this CSS:")
