@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import frontmatter
 import yaml
 
-from . import markup
 from .errors import PostError
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
@@ -200,6 +199,8 @@ def zone(name: str) -> dt.tzinfo:
 
 def local_images(post: Post) -> list[tuple[str, Path]]:
     """The images a post shows from this site, as written and as the file `serve` answers."""
+    from . import markup  # Markdown is parsed by the commands that need it: `log` starts fast
+
     page = f"/posts/{post.slug}"
     found = []
     for source in markup.image_sources(post.body):
@@ -269,4 +270,6 @@ def _first_line(error: Exception) -> str:
 def _first_paragraph(markdown: str) -> str:
     """The preheader's source when the post has no summary: its first paragraph, as written
     (the renderer makes it plain text)."""
+    from . import markup
+
     return markup.preheader(markdown, typographer=False)
