@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
@@ -32,7 +33,7 @@ from . import subscriber_csv
 from .addresses import clean_name, normalise_address
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, PostError
-from .posts import Post, find_post, load_posts
+from .posts import Post, check_images, find_post
 
 if TYPE_CHECKING:
     from .feed import PullReport
@@ -336,27 +337,52 @@ def doctor_command(
 def posts_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List the posts, newest first, and whether each has been sent."""
+    """List the posts, newest first: sent or not, draft, scheduled, and broken files."""
+    from .archive import all_posts
+
     settings = _settings()
-    posts = load_posts(settings.posts_dir)
+    found = all_posts(settings)
     with _database(settings) as db:
         logs = store.post_logs(db)
-    for post in posts:
+        archived = store.archived_slugs(db)
+    now = datetime.now(UTC)
+    for post in found.posts:
         log = logs.get(post.slug)
         sent = log.sent if log else 0
+        state = post.state(now)
         if as_json:
             _json_line(
                 {
                     "slug": post.slug,
                     "date": post.date.isoformat(),
+                    "publish_at": post.published_at.isoformat(),
                     "title": post.title,
+                    "state": state,
+                    "archived": post.slug in archived,
                     "sent": sent > 0,
                     "sent_to": sent,
                 }
             )
         else:
-            state = f"sent to {sent}" if sent else "not sent"
-            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {state:<14} {post.title}")
+            label = _post_state(post, state, sent, archived)
+            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {label}  {post.title}")
+    for broken in found.broken:
+        if as_json:
+            _json_line({"file": broken.path.name, "state": "broken", "error": broken.error})
+        else:
+            typer.echo(f"{'?':<10}  {broken.path.name:<32} {'broken':<14}  {broken.error}")
+
+
+def _post_state(post: Post, state: str, sent: int, archived: set[str]) -> str:
+    if sent:
+        label = f"sent to {sent}"
+    elif post.slug in archived:
+        label = "archived"
+    elif state == "scheduled":
+        label = f"scheduled {post.published_at:%Y-%m-%d %H:%M}Z"
+    else:
+        label = "draft" if state == "draft" else "not sent"
+    return f"{label:<14}" + (" (draft)" if post.draft and sent else "")
 
 
 @app.command("preview")
@@ -371,7 +397,7 @@ def preview(
     settings = _settings()
     from . import sender
 
-    issue = sender.prepare_issue(settings, find_post(settings.posts_dir, slug))
+    issue = sender.prepare_issue(settings, find_post(settings.posts_dir, slug, settings.timezone))
     body = issue.text_for(*SAMPLE_READER) if text else issue.html_for(*SAMPLE_READER)
     if open_browser and out is None:
         suffix = ".txt" if text else ".html"
@@ -390,7 +416,9 @@ def preview(
 @app.command("send")
 @reports_errors
 def send(
-    slug: Annotated[str | None, typer.Argument(help="The post (default: the newest).")] = None,
+    slug: Annotated[
+        str | None, typer.Argument(help="The post (default: the newest one that is due).")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render every message, send nothing.")
     ] = False,
@@ -398,14 +426,29 @@ def send(
         str | None, typer.Option("--to", help="Send one test copy to this address only.")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Send a scheduled post before its time.")
+    ] = False,
+    send_due: Annotated[
+        bool,
+        typer.Option("--due", help="Send every post whose time has come and that was not sent."),
+    ] = False,
 ) -> None:
-    """Send a post to every active reader who has not had it yet."""
+    """Send a post to every active reader who has not had it yet.
+
+    Without a slug: the newest post that is not a draft and whose time has come.
+    """
     from . import sender
 
     settings = _settings()
-    post = find_post(settings.posts_dir, slug) if slug else _newest_to_send(settings)
+    if send_due:
+        _send_due(settings, slug=slug, to=to, dry_run=dry_run, yes=yes)
+        return
+    post = _post_to_send(settings, slug, early=now, test=to is not None)
     if post is None:
-        typer.echo("Nothing to send: every post counts as published (a feed's back catalogue)")
+        typer.echo(
+            "Nothing to send: every post that is due counts as published (a feed's back catalogue)"
+        )
         return
     where = (
         f"SMTP {settings.smtp_host}:{settings.smtp_port}"
@@ -453,14 +496,65 @@ def send(
         raise typer.Exit(1)
 
 
-def _newest_to_send(settings: Settings) -> Post | None:
-    """The newest post not counted as published without a send (a feed's back catalogue)."""
-    newest = find_post(settings.posts_dir)  # names the folder when there are no posts
+def _post_to_send(settings: Settings, slug: str | None, *, early: bool, test: bool) -> Post | None:
+    """The post `send` means, refused when it must not go to the list or shows a missing image;
+    None when every post that is due was published without a send (a feed's back catalogue)."""
+    from .archive import all_posts, check_sendable, newest_due
+
+    found = all_posts(settings)
+    moment = datetime.now(UTC)
     with _database(settings) as db:
         archived = store.archived_slugs(db)
-    if newest.slug not in archived:
-        return newest
-    return next((p for p in load_posts(settings.posts_dir) if p.slug not in archived), None)
+    if slug is None:
+        due = found.due(moment)
+        if due and all(p.slug in archived for p in due):
+            return None
+        post = newest_due(found, archived, moment)
+    else:
+        post = found.find(slug)
+        if not test:  # a test copy of a draft or scheduled post is how an author looks first
+            check_sendable(post, archived, moment, early=early)
+    check_images(post)
+    return post
+
+
+def _send_due(
+    settings: Settings, *, slug: str | None, to: str | None, dry_run: bool, yes: bool
+) -> None:
+    """Every post whose time has come and that was not sent, oldest first; quiet when there is
+    nothing to do, so cron mails nothing."""
+    from . import sender
+    from .archive import due_unsent
+
+    if slug is not None or to is not None:
+        raise NewsletterError("--due sends every due post: give no slug and no --to")
+    if not yes and not dry_run:
+        raise NewsletterError("--due sends without asking: run it with --yes")
+    settings.sender  # noqa: B018 - a missing From is reported before anything else
+    with _database(settings) as db:
+        posts = due_unsent(settings, db, datetime.now(UTC))
+        active = store.count_subscribers(db, "active")
+    if not posts or active == 0:
+        return
+    refused: list[str] = []
+    for post in posts:
+        try:
+            check_images(post)  # one post's missing image holds back that post only
+        except NewsletterError as e:
+            refused.append(str(e))
+            continue
+        typer.echo(f"“{post.title}” ({post.slug}), due {post.published_at:%Y-%m-%d %H:%M}Z")
+        report = sender.send_post(settings, post, dry_run=dry_run)
+        typer.echo(_summary(report))
+        for failure in report.failures[:10]:
+            typer.echo(f"  failed: {failure}", err=True)
+        if report.stopped:
+            typer.echo(f"Error: stopped early: {report.stopped}", err=True)
+            raise typer.Exit(1)
+    for reason in refused:
+        typer.echo(f"Error: not sent: {reason}", err=True)
+    if refused:
+        raise typer.Exit(1)
 
 
 @contextmanager

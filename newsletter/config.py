@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
@@ -24,6 +26,7 @@ SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
 PREFIX = "NEWSLETTER_"
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Settings:
     dkim_domain: str | None = None
     subscribe_limit_per_hour: int = 5
     feed_url: str | None = None  # the blog's RSS or Atom feed, for `pull`
+    timezone: tzinfo = UTC  # a post's bare date is midnight here
+    typographer: bool = True  # typographic quotes and dashes in posts
+    logo_url: str | None = None
 
     def __repr__(self) -> str:
         # Never let a password or key reach a log line or a traceback.
@@ -130,7 +136,7 @@ def load_settings(
         outbox=path("OUTBOX", "outbox"),
         title=get("TITLE") or (from_address.display_name if from_address else "") or "Newsletter",
         from_address=from_address,
-        base_url=_parse_base_url(get("BASE_URL", "http://127.0.0.1:8000") or ""),
+        base_url=_parse_base_url(get("BASE_URL", DEFAULT_BASE_URL) or ""),
         secret_keys=tuple(k.strip() for k in secret.split(",") if k.strip()) if secret else (),
         postal_address=get("POSTAL_ADDRESS", "") or "",
         smtp_host=get("SMTP_HOST"),
@@ -161,7 +167,32 @@ def load_settings(
             "SUBSCRIBE_LIMIT_PER_HOUR", _at_least(1), 5, "a whole number of 1 or more"
         ),
         feed_url=get("FEED_URL"),
+        timezone=parse("TIMEZONE", _zone, UTC, "a time zone such as UTC or Europe/London"),
+        typographer=parse("TYPOGRAPHER", _yes_no, True, "true or false"),
+        logo_url=parse("LOGO_URL", _image_url, None, "an http(s) URL of an image"),
     )
+
+
+def _zone(raw: str) -> tzinfo:
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(raw) from None
+
+
+def _yes_no(raw: str) -> bool:
+    answers = {"true": True, "yes": True, "1": True, "on": True}
+    answers.update({"false": False, "no": False, "0": False, "off": False})
+    if raw.lower() not in answers:
+        raise ValueError(raw)
+    return answers[raw.lower()]
+
+
+def _image_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c in raw for c in ' <>"'):
+        raise ValueError(raw)
+    return raw
 
 
 def _port(raw: str) -> int:

@@ -324,14 +324,15 @@ def set_status(
     subscriber_id: int,
     status: SubscriberStatus,
     reason: StatusReason | None = None,
-) -> None:
+) -> bool:
     """Change a reader's status and say why; the time and reason are kept only when the status
-    really changes."""
-    db.execute(
+    really changes. True if it changed (of two requests at once, only one sees True)."""
+    cursor = db.execute(
         "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?"
         " WHERE id = ? AND status != ?",
         [status, now(), reason, subscriber_id, status],
     )
+    return cursor.rowcount == 1
 
 
 def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
@@ -837,15 +838,17 @@ def claim_confirmation(db: Database, subscriber_id: int, *, last_allowed: str) -
     return cursor.rowcount == 1
 
 
-def activate_subscriber(db: Database, subscriber_id: int, consent: Consent) -> None:
+def activate_subscriber(db: Database, subscriber_id: int, consent: Consent) -> bool:
     """Make a reader active on their own confirmed request, keeping the consent that says so.
 
     The bounce count starts again: the reader has just shown that the address works.
+    True if this call made them active.
     """
     with db.atomic():
-        set_status(db, subscriber_id, "active", "confirmed")
+        changed = set_status(db, subscriber_id, "active", "confirmed")
         record_consent(db, subscriber_id, consent)
         db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])
+    return changed
 
 
 # --- blog feeds (`pull`) --------------------------------------------------------------------

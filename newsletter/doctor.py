@@ -63,6 +63,7 @@ def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
         check_secret_key(settings),
         check_postal_address(settings),
         check_smtp(settings, login=smtp),
+        *check_posts(settings),
     ]
 
 
@@ -259,3 +260,32 @@ def _is_local(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_private or address.is_unspecified
+
+
+def check_posts(settings: Settings) -> list[Check]:
+    """A warning for each post file that cannot be read, each missing local image, and CSS
+    premailer cannot parse; nothing when all is well (or there are no posts yet)."""
+    from .posts import missing_images, read_posts
+    from .render import check_css
+
+    checks = []
+    try:
+        check_css(settings.templates_dir / "email.css")
+    except NewsletterError as e:
+        checks.append(Check("Email CSS", "warning", str(e)))
+    if not settings.posts_dir.is_dir():
+        return checks
+    found = read_posts(settings.posts_dir, settings.timezone)
+    checks += [Check("Post", "warning", f"{b.error}; it is skipped") for b in found.broken]
+    for post in found.posts:
+        for source, path in missing_images(post):
+            where = path.relative_to(settings.posts_dir.parent)
+            checks.append(
+                Check(
+                    "Post image",
+                    "warning",
+                    f"{post.path.name} shows {source}, but there is no file {where}: "
+                    "`send` refuses the post",
+                )
+            )
+    return checks

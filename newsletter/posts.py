@@ -1,11 +1,21 @@
-"""The author's posts: Markdown files with YAML front matter in posts/, read into Post records."""
+"""The author's posts: Markdown files with YAML front matter in posts/, read into Post records.
+
+A post is published when its time has come (`date`, a bare date being midnight in
+NEWSLETTER_TIMEZONE) and it is not a draft. One broken file never stops work on the others:
+`read_posts` gives the good posts and, beside them, each broken file with its error.
+A post's images live in `posts/SLUG/` (see `markup`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import frontmatter
 import yaml
@@ -13,21 +23,78 @@ import yaml
 from .errors import PostError
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+UTC = dt.UTC
 
 
 @dataclass(frozen=True)
 class Post:
     slug: str
     title: str
-    date: dt.date
-    summary: str
+    date: dt.date  # the day it is published, in its own zone
+    summary: str  # Markdown: the front matter's, else the opening of the first paragraph
     body: str  # Markdown
     path: Path
     link: str = ""  # where the post lives on the blog, for a post pulled from its feed
     summary_only: bool = False  # the feed gave only a summary: the email links to the rest
+    publish_at: dt.datetime | None = None  # aware; None is midnight UTC of `date`
+    draft: bool = False
+    author: str | None = None
+    # Every front matter key, known or not, so features can add their own (feed pulls: link).
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def published_at(self) -> dt.datetime:
+        return self.publish_at or dt.datetime.combine(self.date, dt.time(), UTC)
+
+    def is_due(self, now: dt.datetime) -> bool:
+        """Not a draft, and its time has come: `send` may mail it."""
+        return not self.draft and self.published_at <= now
+
+    def state(self, now: dt.datetime) -> str:
+        return "draft" if self.draft else "scheduled" if self.published_at > now else "due"
 
 
-def read_post(path: Path) -> Post:
+@dataclass(frozen=True)
+class BrokenPost:
+    """A file in posts/ that cannot be read, and why."""
+
+    path: Path
+    error: str
+
+    @property
+    def slug(self) -> str:
+        return self.path.stem
+
+
+@dataclass(frozen=True)
+class PostSet:
+    """The good posts, newest first, and the broken files beside them."""
+
+    posts: list[Post]
+    broken: list[BrokenPost]
+    folder: Path
+
+    def find(self, slug: str | None = None) -> Post:
+        """The post with this slug (a broken one raises its own error), or the newest."""
+        if slug is None:
+            if not self.posts:
+                raise PostError(f"there are no posts in {self.folder}")
+            return self.posts[0]
+        for post in self.posts:
+            if post.slug == slug:
+                return post
+        for broken in self.broken:
+            if broken.slug == slug:
+                raise PostError(broken.error)
+        known = ", ".join(p.slug for p in self.posts) or "none"
+        raise PostError(f"no post with slug {slug!r}; the posts are: {known}")
+
+    def due(self, now: dt.datetime) -> list[Post]:
+        """Posts that are not drafts and whose time has come, newest first."""
+        return [post for post in self.posts if post.is_due(now)]
+
+
+def read_post(path: Path, timezone: dt.tzinfo = UTC) -> Post:
     """Read one post; any problem is a PostError naming the file."""
     name = path.name
     try:
@@ -56,7 +123,7 @@ def read_post(path: Path) -> Post:
     if any(c in title for c in "\r\n"):
         raise PostError(f"{name}: the title must be one line")
 
-    date = _parse_date(meta.get("date"), name)
+    publish_at = _parse_date(meta.get("date"), name, timezone)
     slug = str(meta.get("slug") or path.stem)
     if not SLUG_PATTERN.match(slug):
         raise PostError(
@@ -65,73 +132,148 @@ def read_post(path: Path) -> Post:
     summary = meta.get("summary")
     if summary is not None and not isinstance(summary, str):
         raise PostError(f"{name}: summary must be text")
+    draft = meta.get("draft", False)
+    if not isinstance(draft, bool):
+        raise PostError(f"{name}: draft must be true or false, not {draft!r}")
+    author = meta.get("author")
+    if author is not None and (not isinstance(author, str) or any(c in author for c in "\r\n")):
+        raise PostError(f"{name}: author must be one line of text")
     return Post(
         slug=slug,
         title=title.strip(),
-        date=date,
-        summary=(summary or "").strip() or _first_sentences(parsed.content),
+        date=publish_at.date(),
+        summary=(summary or "").strip() or _first_paragraph(parsed.content),
         body=parsed.content,
         path=path,
         link=str(meta.get("link") or ""),
         summary_only=meta.get("summary_only") is True,
+        publish_at=publish_at.astimezone(UTC),
+        draft=draft,
+        author=(author or "").strip() or None,
+        meta=dict(meta),
     )
 
 
-def load_posts(posts_dir: Path) -> list[Post]:
-    """Every post, newest first; the first broken file stops with its name."""
+def read_posts(posts_dir: Path, timezone: dt.tzinfo = UTC) -> PostSet:
+    """Every post, newest first, and every file that cannot be read, each with its error."""
     if not posts_dir.is_dir():
         raise PostError(f"the posts folder {posts_dir} does not exist")
-    posts = [read_post(path) for path in sorted(posts_dir.glob("*.md"))]
+    posts: list[Post] = []
+    broken: list[BrokenPost] = []
     seen: dict[str, Path] = {}
-    for post in posts:
-        if post.slug in seen:
-            raise PostError(
-                f"{post.path.name} and {seen[post.slug].name} have the same slug {post.slug!r}"
-            )
-        seen[post.slug] = post.path
-    return sorted(posts, key=lambda p: (p.date, p.slug), reverse=True)
-
-
-def find_post(posts_dir: Path, slug: str | None = None) -> Post:
-    """The post with this slug, or the newest when no slug is given."""
-    posts = load_posts(posts_dir)
-    if not posts:
-        raise PostError(f"there are no posts in {posts_dir}")
-    if slug is None:
-        return posts[0]
-    for post in posts:
-        if post.slug == slug:
-            return post
-    known = ", ".join(p.slug for p in posts)
-    raise PostError(f"no post with slug {slug!r}; the posts are: {known}")
-
-
-def _parse_date(value: object, name: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
+    for path in sorted(posts_dir.glob("*.md")):
         try:
-            return dt.date.fromisoformat(value.strip()[:10])
+            post = read_post(path, timezone)
+        except PostError as e:
+            broken.append(BrokenPost(path, str(e)))
+            continue
+        if post.slug in seen:
+            broken.append(
+                BrokenPost(
+                    path, f"{path.name} and {seen[post.slug].name} have the same slug {post.slug!r}"
+                )
+            )
+            continue
+        seen[post.slug] = path
+        posts.append(post)
+    posts.sort(key=lambda p: (p.published_at, p.slug), reverse=True)
+    return PostSet(posts, broken, posts_dir)
+
+
+def load_posts(posts_dir: Path, timezone: dt.tzinfo = UTC) -> list[Post]:
+    """Every post, newest first; the first broken file stops with its name (for checks)."""
+    found = read_posts(posts_dir, timezone)
+    if found.broken:
+        raise PostError(found.broken[0].error)
+    return found.posts
+
+
+def find_post(posts_dir: Path, slug: str | None = None, timezone: dt.tzinfo = UTC) -> Post:
+    """The post with this slug, or the newest when no slug is given; other files may be broken."""
+    return read_posts(posts_dir, timezone).find(slug)
+
+
+def zone(name: str) -> dt.tzinfo:
+    """An IANA zone such as Europe/London; PostError when there is none of that name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise PostError(f"{name!r} is not a time zone such as UTC or Europe/London") from e
+
+
+def local_images(post: Post) -> list[tuple[str, Path]]:
+    """The images a post shows from this site, as written and as the file `serve` answers."""
+    from . import markup  # Markdown is parsed by the commands that need it: `log` starts fast
+
+    page = f"/posts/{post.slug}"
+    found = []
+    for source in markup.image_sources(post.body):
+        if not markup.is_local(source):
+            continue
+        path = unquote(urlsplit(urljoin(page, source)).path)
+        if path.startswith("/posts/"):
+            found.append((source, post.path.parent / path.removeprefix("/posts/")))
+    return found
+
+
+def missing_images(post: Post) -> list[tuple[str, Path]]:
+    """Local images the post shows that are not on disk: as written, and the file looked for."""
+    return [(source, path) for source, path in local_images(post) if not path.is_file()]
+
+
+def check_images(post: Post) -> None:
+    """Refuse a post that would reach readers with a broken image."""
+    missing = missing_images(post)
+    if missing:
+        source, path = missing[0]
+        where = _shown(path, post.path.parent.parent)
+        more = f", and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise PostError(f"{post.path.name}: the image {source} is missing: no file {where}{more}")
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+_DATE_WITH_ZONE = re.compile(
+    r"^(?P<when>\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?)\s+(?P<zone>\S+/\S+|UTC)$"
+)
+
+
+def _parse_date(value: object, name: str, timezone: dt.tzinfo) -> dt.datetime:
+    """`2026-12-01`, `2026-12-01 08:00`, `2026-12-01 08:00 +01:00`, `... Europe/London`."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone)
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time(), timezone)
+    if isinstance(value, str):
+        text = value.strip()
+        named = _DATE_WITH_ZONE.match(text)
+        try:
+            if named:
+                tz = zone(named.group("zone"))
+                return dt.datetime.fromisoformat(named.group("when")).replace(tzinfo=tz)
+            parsed = dt.datetime.fromisoformat(text)
+        except PostError as e:
+            raise PostError(f"{name}: date {value!r}: {e}") from e
         except ValueError:
             pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone)
     if value is None:
         raise PostError(f"{name}: front matter has no date")
-    raise PostError(f"{name}: date {value!r} is not a date like 2015-01-20")
+    raise PostError(
+        f"{name}: date {value!r} is not a date like 2015-01-20 or 2015-01-20 08:00 +00:00"
+    )
 
 
 def _first_line(error: Exception) -> str:
     return str(getattr(error, "problem", None) or error).splitlines()[0]
 
 
-def _first_sentences(markdown: str, limit: int = 140) -> str:
-    """A preheader when the post has no summary: the opening words of its first paragraph."""
-    for block in markdown.split("\n\n"):
-        text = " ".join(block.split())
-        if text and not text.startswith(("#", "!", "<", "|", "```")):
-            text = re.sub(r"[*_`\\]|\[([^\]]*)\]\([^)]*\)", lambda m: m.group(1) or "", text)
-            if len(text) <= limit:
-                return text
-            return text[:limit].rsplit(" ", 1)[0].rstrip(",;:-–") + "…"
-    return ""
+def _first_paragraph(markdown: str) -> str:
+    """The preheader's source when the post has no summary: its first paragraph, as written
+    (the renderer makes it plain text)."""
+    from . import markup
+
+    return markup.preheader(markdown, typographer=False)

@@ -7,22 +7,23 @@ a join of pre-split strings, so a send to 100,000 readers inlines CSS once.
 
 from __future__ import annotations
 
+import functools
 import html
+import io
 import logging
 import re
-import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import cssutils
 import jinja2
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 from markupsafe import Markup
 from premailer import Premailer
 
-from .config import Settings
+from . import markup
+from .config import DEFAULT_BASE_URL, Settings
 from .errors import TemplateError
 from .posts import Post
 
@@ -34,7 +35,10 @@ PLACEHOLDERS = {
 }
 _PLACEHOLDER_RE = re.compile("(" + "|".join(PLACEHOLDERS.values()) + ")")
 _SLOT_NAMES = {value: key for key, value in PLACEHOLDERS.items()}
-TEXT_WIDTH = 72
+TEXT_WIDTH = markup.TEXT_WIDTH
+WELCOME_TEMPLATES = ("welcome_email.html", "welcome_email.txt")
+WELCOME_SLUG = "welcome"  # in the welcome email's Message-ID, where a post's slug goes
+_CSS_POSITION = re.compile(r"\[(\d+):\d+:|, (\d+), \d+\)")
 
 
 @dataclass(frozen=True)
@@ -147,35 +151,67 @@ def unsubscribe_url(settings: Settings, token: str) -> str:
     return f"{settings.base_url}/unsubscribe/{token}"
 
 
-_markdown = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+def read_online_url(settings: Settings, post: Post) -> str | None:
+    """The post on the web archive; none while the base URL is the local default, which no
+    reader can open."""
+    return None if settings.base_url == DEFAULT_BASE_URL else post_url(settings, post)
+
+
+def byline(settings: Settings, post: Post) -> str:
+    """The front matter's author, else the name in From."""
+    from_name = settings.from_address.display_name if settings.from_address else ""
+    return post.author or from_name or ""
 
 
 def markdown_to_html(markdown: str) -> str:
-    return _markdown.render(markdown)
+    """Markdown as HTML, links left as written (for a page under /posts/)."""
+    return markup.to_html(markdown)
+
+
+def markdown_to_text(markdown: str, width: int = TEXT_WIDTH) -> str:
+    return markup.to_text(markdown, width=width)
+
+
+def post_html(post: Post, settings: Settings, *, absolute: bool, for_email: bool = False) -> str:
+    """The post's body as HTML: links resolved against its page, absolute for email and feed."""
+    page = post_url(settings, post) if absolute else f"/posts/{post.slug}"
+    return markup.to_html(
+        post.body, page_url=page, for_email=for_email, typographer=settings.typographer
+    )
+
+
+def newsletter_context(settings: Settings) -> dict[str, object]:
+    return {
+        "title": settings.title,
+        "base_url": settings.base_url,
+        "postal_address": settings.postal_address,
+        "logo_url": settings.logo_url,
+    }
 
 
 def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> RenderedIssue:
     """Render and inline a post once; per-reader parts stay placeholders."""
+    url = post_url(settings, post)
     context = {
-        "newsletter": {
-            "title": settings.title,
-            "base_url": settings.base_url,
-            "postal_address": settings.postal_address,
-        },
+        "newsletter": newsletter_context(settings),
         "post": {
             "title": post.title,
             "slug": post.slug,
             "date": post.date,
             "summary": post.summary,
-            "html": Markup(markdown_to_html(post.body)),
-            "text": markdown_to_text(post.body),
-            "url": post_url(settings, post),
+            "preheader": markup.preheader(post.summary, typographer=settings.typographer),
+            "author": byline(settings, post),
+            "html": Markup(post_html(post, settings, absolute=True, for_email=True)),
+            "text": markup.to_text(post.body, page_url=url, typographer=settings.typographer),
+            "url": url,
+            "read_online_url": read_online_url(settings, post),
             "link": post.link,
             "summary_only": post.summary_only,
         },
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
     }
+    check_css(settings.templates_dir / "email.css")
     html_part = inline_css(render_template(env, "email.html", context))
     text_part = render_template(env, "email.txt", context)
     return RenderedIssue(
@@ -186,8 +222,83 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
     )
 
 
+def render_welcome(
+    settings: Settings, env: jinja2.Environment, newest: Post | None
+) -> RenderedIssue | None:
+    """The email a reader gets once they confirm, from templates/welcome_email.html and .txt;
+    None when the author has not written them. Addressed like an issue (IssueMessages), so it
+    carries the one-click headers and the reader's own unsubscribe link."""
+    if not all((settings.templates_dir / name).is_file() for name in WELCOME_TEMPLATES):
+        return None
+    context = {
+        "newsletter": newsletter_context(settings),
+        "newest_post": (
+            {"title": newest.title, "date": newest.date, "url": post_url(settings, newest)}
+            if newest
+            else None
+        ),
+        "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
+        "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
+    }
+    check_css(settings.templates_dir / "email.css")
+    html_part = inline_css(render_template(env, WELCOME_TEMPLATES[0], context))
+    text_part = render_template(env, WELCOME_TEMPLATES[1], context)
+    return RenderedIssue(
+        slug=WELCOME_SLUG,
+        subject=f"Welcome to {settings.title}",
+        html=Personalised.parse(html_part),
+        text=Personalised.parse(_normalise_text(text_part)),
+    )
+
+
+def check_css(path: Path) -> None:
+    """CSS that cssutils (premailer's parser) cannot read is an error naming file and line;
+    premailer itself would drop the rule without a word."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return  # the template that includes it names it
+    except OSError as e:
+        raise TemplateError(f"{path}: cannot be read: {e.strerror}") from e
+    problem = _css_problem(str(path), stat.st_mtime_ns, stat.st_size)
+    if problem:
+        raise TemplateError(problem)
+
+
+@functools.lru_cache(maxsize=16)
+def _css_problem(name: str, mtime_ns: int, size: int) -> str | None:
+    """The first parse error of one version of a CSS file (parsing takes ~35 ms: once)."""
+    path = Path(name)
+    try:
+        css = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return f"{path}: cannot be read: {e}"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.ERROR)
+    logger = logging.getLogger("CSSUTILS")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR)
+    try:
+        cssutils.CSSParser(validate=False).parseString(css)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    errors = stream.getvalue().strip()
+    if not errors:
+        return None
+    lines = [int(a or b) for a, b in _CSS_POSITION.findall(errors)]
+    where = f", line {min(lines)}" if lines else ""
+    return f"{path}{where}: premailer cannot parse this CSS: {errors.splitlines()[0]}"
+
+
 def inline_css(document: str) -> str:
-    """Move the stylesheet into style attributes; only @media rules stay in <style>."""
+    """Move the stylesheet into style attributes; only @media rules stay in <style>.
+
+    No width/height attributes from CSS: `height="auto"` is invalid HTML, and a fixed width
+    would undo `max-width: 100%` on a phone.
+    """
     return Premailer(
         document,
         allow_network=False,
@@ -195,6 +306,7 @@ def inline_css(document: str) -> str:
         keep_style_tags=False,
         remove_classes=False,
         disable_validation=True,
+        disable_basic_attributes=["width", "height"],
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
 
@@ -202,142 +314,3 @@ def inline_css(document: str) -> str:
 def _normalise_text(text: str) -> str:
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
-
-
-# --- Markdown to plain text -----------------------------------------------------------------
-
-
-def markdown_to_text(markdown: str, width: int = TEXT_WIDTH) -> str:
-    """Plain text that reads like a written email: underlined headings, wrapped paragraphs,
-    links as URLs in brackets, lists with their markers."""
-    tokens = _markdown.parse(markdown)
-    blocks: list[str] = []
-    _render_blocks(tokens, 0, len(tokens), blocks, width)
-    return "\n\n".join(b for b in blocks if b.strip()) + "\n"
-
-
-def _render_blocks(tokens: list[Token], start: int, end: int, out: list[str], width: int) -> None:
-    i = start
-    while i < end:
-        token = tokens[i]
-        kind = token.type
-        if kind == "heading_open":
-            text = _inline_text(tokens[i + 1])
-            level = int(token.tag[1])
-            if level == 1:
-                out.append(f"{text}\n{'=' * min(len(text), width)}")
-            elif level == 2:
-                out.append(f"{text}\n{'-' * min(len(text), width)}")
-            else:
-                out.append(f"{'#' * level} {text}")
-            i += 3
-        elif kind == "paragraph_open":
-            out.append(_wrap(_inline_text(tokens[i + 1]), width))
-            i += 3
-        elif kind in ("bullet_list_open", "ordered_list_open", "blockquote_open"):
-            close = _matching_close(tokens, i)
-            inner: list[str] = []
-            if kind == "blockquote_open":
-                _render_blocks(tokens, i + 1, close, inner, width - 2)
-                quoted = "\n\n".join(inner)
-                out.append("\n".join(f"> {line}".rstrip() for line in quoted.splitlines()))
-            else:
-                out.append(_render_list(tokens, i, close, width))
-            i = close + 1
-        elif kind in ("fence", "code_block"):
-            out.append(textwrap.indent(token.content.rstrip("\n"), "    "))
-            i += 1
-        elif kind == "hr":
-            out.append("-" * 20)
-            i += 1
-        elif kind == "html_block":
-            out.append(re.sub(r"<[^>]+>", "", token.content).strip())
-            i += 1
-        elif kind == "table_open":
-            close = _matching_close(tokens, i)
-            rows: list[str] = []
-            cells: list[str] = []
-            for t in tokens[i:close]:
-                if t.type == "inline":
-                    cells.append(_inline_text(t))
-                elif t.type == "tr_close":
-                    rows.append(" | ".join(cells))
-                    cells = []
-            out.append("\n".join(rows))
-            i = close + 1
-        else:
-            i += 1
-
-
-def _render_list(tokens: list[Token], start: int, close: int, width: int) -> str:
-    ordered = tokens[start].type == "ordered_list_open"
-    number = int(tokens[start].attrs.get("start", 1) or 1) if ordered else 0
-    items: list[str] = []
-    i = start + 1
-    while i < close:
-        if tokens[i].type == "list_item_open":
-            item_close = _matching_close(tokens, i)
-            marker = f"{number}. " if ordered else "- "
-            number += 1
-            inner: list[str] = []
-            _render_blocks(tokens, i + 1, item_close, inner, width - len(marker))
-            lines = "\n\n".join(inner).splitlines() or [""]
-            indent = " " * len(marker)
-            items.append(
-                "\n".join(
-                    [marker + lines[0]] + [indent + line if line else "" for line in lines[1:]]
-                )
-            )
-            i = item_close + 1
-        else:
-            i += 1
-    tight = any(t.hidden for t in tokens[start:close] if t.type == "paragraph_open")
-    return ("\n" if tight else "\n\n").join(items)
-
-
-def _matching_close(tokens: list[Token], open_index: int) -> int:
-    depth = 0
-    for j in range(open_index, len(tokens)):
-        depth += tokens[j].nesting
-        if depth == 0:
-            return j
-    return len(tokens) - 1
-
-
-def _inline_text(token: Token) -> str:
-    parts: list[str] = []
-    hrefs: list[str] = []
-    link_text_start: list[int] = []
-    for child in token.children or []:
-        kind = child.type
-        if kind == "text" or kind == "code_inline":
-            parts.append(child.content)
-        elif kind == "softbreak":
-            parts.append(" ")
-        elif kind == "hardbreak":
-            parts.append("\n")
-        elif kind in ("em_open", "em_close"):
-            parts.append("_")
-        elif kind in ("strong_open", "strong_close"):
-            parts.append("*")
-        elif kind == "link_open":
-            hrefs.append(str(child.attrs.get("href", "")))
-            link_text_start.append(len(parts))
-        elif kind == "link_close" and hrefs:
-            href = hrefs.pop()
-            text = "".join(parts[link_text_start.pop() :])
-            if href and href not in (text, f"mailto:{text}"):
-                parts.append(f" ({href})")
-        elif kind == "image":
-            alt = child.content or "image"
-            parts.append(f"[{alt}: {child.attrs.get('src', '')}]")
-        elif kind == "html_inline":
-            continue
-    return "".join(parts).strip()
-
-
-def _wrap(text: str, width: int) -> str:
-    return "\n".join(
-        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
-        for line in text.split("\n")
-    )

@@ -23,8 +23,8 @@ from .config import Settings
 from .dkim import signer_from_settings
 from .errors import NotOnList, SubscriberError
 from .mailer import Transport, open_transport
-from .message import Envelope
-from .render import render_template, template_environment
+from .message import Envelope, IssueMessages
+from .render import render_template, render_welcome, template_environment
 from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderTokens
 
 SubscribeOutcome = Literal["sent", "already active", "too soon"]
@@ -134,14 +134,57 @@ def reader_from_confirm_link(db: Database, tokens: ReaderTokens, token: str) -> 
     return _reader(db, tokens.read_confirm(token))
 
 
+@dataclass(frozen=True)
+class Confirmation:
+    """Who confirmed, and whether this press of the button is the one that made them active
+    (only that one is welcomed)."""
+
+    reader: store.Subscriber
+    first_time: bool
+
+
+def confirm(db: Database, tokens: ReaderTokens, token: str, visitor: Visitor) -> Confirmation:
+    """The reader pressed the button behind the emailed link: active, with consent recorded."""
+    subscriber = reader_from_confirm_link(db, tokens, token)
+    first_time = False
+    if subscriber.status != "active":  # again is harmless and keeps the first consent
+        first_time = store.activate_subscriber(db, subscriber.id, visitor.consent())
+    return Confirmation(_reader(db, subscriber.id), first_time)
+
+
 def confirm_subscription(
     db: Database, tokens: ReaderTokens, token: str, visitor: Visitor
 ) -> store.Subscriber:
-    """The reader pressed the button behind the emailed link: active, with consent recorded."""
-    subscriber = reader_from_confirm_link(db, tokens, token)
-    if subscriber.status != "active":  # again is harmless and keeps the first consent
-        store.activate_subscriber(db, subscriber.id, visitor.consent())
-    return _reader(db, subscriber.id)
+    """As `confirm`, for callers that only need the reader."""
+    return confirm(db, tokens, token, visitor).reader
+
+
+def send_welcome(
+    settings: Settings,
+    db: Database,
+    tokens: ReaderTokens,
+    subscriber: store.Subscriber,
+    *,
+    transport_factory: TransportFactory = open_transport,
+) -> bool:
+    """Welcome a reader who has just confirmed, pointing to the newest post; False when the
+    author has no templates/welcome_email.* (then nobody is welcomed)."""
+    from .archive import newest_online
+
+    env = template_environment(settings.templates_dir)
+    issue = render_welcome(settings, env, newest_online(settings, db))
+    if issue is None:
+        return False
+    messages = IssueMessages(issue, settings, signer=signer_from_settings(settings))
+    envelope = messages.for_reader(
+        subscriber.id, subscriber.email, subscriber.name, tokens.unsubscribe(subscriber.id)
+    )
+    transport = transport_factory(settings)
+    try:
+        transport.send(envelope)
+    finally:
+        transport.close()
+    return True
 
 
 def reader_from_unsubscribe_link(

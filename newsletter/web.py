@@ -1,4 +1,5 @@
-"""The readers' side on the web: subscribe with confirmation, unsubscribe, read past posts.
+"""The readers' side on the web: subscribe with confirmation, unsubscribe, read past posts
+(pages, their images and an Atom feed).
 
 A thin layer over `subscribe`: requests become calls, the project's errors become pages, and
 nothing a visitor sees ever holds a traceback. The database is opened per request in a worker
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import mimetypes
 import secrets
 import threading
 import time
@@ -25,17 +27,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import db as store
 from . import subscribe
 from .addresses import clean_name, mask_address, normalise_address
+from .archive import online_posts
+from .atom import FEED_PATH, atom_feed
 from .config import Settings
 from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
-from .posts import Post, load_posts
-from .render import load_template, markdown_to_html, render_template, template_environment
+from .posts import Post
+from .render import load_template, post_html, render_template, template_environment
 from .sender import reader_tokens
 from .tokens import ReaderTokens
 
@@ -58,6 +62,7 @@ TEMPLATES = (
     "web/unsubscribed.html",
     "web/posts.html",
     "web/post.html",
+    "web/subscribe_form.html",
     "confirm_email.html",
     "confirm_email.txt",
 )
@@ -71,6 +76,15 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# A post's images, beside it in posts/SLUG/: what a browser may be sent from there.
+IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg"}
+IMAGE_HEADERS = {
+    "Cache-Control": "public, max-age=86400",
+    "X-Content-Type-Options": "nosniff",
+    # An SVG opened by itself must not run script on this site.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
+HOME_POSTS = 5
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -96,6 +110,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/resubscribe/{token}", site.resubscribe, methods=["POST"]),
             Route("/posts/", site.posts, methods=["GET"]),
             Route("/posts/{slug}", site.post, methods=["GET"]),
+            Route("/posts/{slug}/{path:path}", site.post_file, methods=["GET"]),
+            Route(FEED_PATH, site.feed, methods=["GET"]),
         ],
         exception_handlers={
             BadToken: site.bad_link,
@@ -165,6 +181,16 @@ def _client_key(host: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
+def _listed(post: Post) -> dict[str, Any]:
+    return {"title": post.title, "slug": post.slug, "date": post.date, "author": post.author}
+
+
+def _slugs_with_public_files(db: Database) -> set[str]:
+    logs = store.post_logs(db)
+    shown = {slug for slug, log in logs.items() if log.sent or log.tests}
+    return shown | store.archived_slugs(db)
+
+
 def _field(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
@@ -220,7 +246,13 @@ class _Site:
     # --- subscribe --------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        return self.subscribe_form(request)
+        """The newest posts, and the form; a broken posts folder must not take the form away."""
+        try:
+            posts = (await self.in_db(self.online))[:HOME_POSTS]
+        except NewsletterError as e:
+            logger.error("the home page shows no posts: %s", e)
+            posts = []
+        return self.subscribe_form(request, posts=posts)
 
     def subscribe_form(
         self,
@@ -230,16 +262,40 @@ class _Site:
         email: str = "",
         name: str = "",
         error: str | None = None,
+        posts: list[Post] | None = None,
     ) -> Response:
-        """The form, with a CSRF token tied to a random nonce in a cookie (double submit)."""
+        return self.with_form(
+            request,
+            "home.html",
+            status_code,
+            email=email,
+            name=name,
+            error=error,
+            posts=[_listed(post) for post in posts or []],
+        )
+
+    def with_form(
+        self,
+        request: Request,
+        template: str,
+        status_code: int = 200,
+        *,
+        email: str = "",
+        name: str = "",
+        error: str | None = None,
+        **context: Any,
+    ) -> Response:
+        """A page that ends with the subscribe form, whose CSRF token is tied to a random nonce
+        in a cookie (double submit)."""
         nonce = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(16)
         response = self.page(
-            "home.html",
+            template,
             status_code,
             csrf=self.tokens.form(nonce),
             email=email,
             name=name,
             error=error,
+            **context,
         )
         if request.cookies.get(FORM_COOKIE) != nonce:
             response.set_cookie(
@@ -310,10 +366,25 @@ class _Site:
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
         visitor = self.visitor(request, SUBSCRIBE_FORM)
-        reader = await self.in_db(
-            lambda db: subscribe.confirm_subscription(db, self.tokens, token, visitor)
+        confirmation = await self.in_db(
+            lambda db: subscribe.confirm(db, self.tokens, token, visitor)
         )
-        return self.confirmed(reader)
+        response = self.confirmed(confirmation.reader)
+        if confirmation.first_time:
+            response.background = BackgroundTask(self.send_welcome, confirmation.reader)
+        return response
+
+    def send_welcome(self, reader: store.Subscriber) -> None:
+        """After the answer: a welcome email, when the author wrote its templates."""
+        try:
+            sent = self.with_db(
+                lambda db: subscribe.send_welcome(self.settings, db, self.tokens, reader)
+            )
+        except NewsletterError as e:
+            logger.warning("no welcome email for %s: %s", mask_address(reader.email), e)
+            return
+        if sent:
+            logger.info("welcome email sent to %s", mask_address(reader.email))
 
     def confirmed(self, reader: store.Subscriber) -> Response:
         return self.notice(
@@ -354,27 +425,52 @@ class _Site:
 
     # --- read online ------------------------------------------------------------------------
 
-    def sent_posts(self, db: Database) -> list[Post]:
-        """Posts that went to at least one reader (test copies do not count), newest first."""
-        sent = {slug for slug, log in store.post_logs(db).items() if log.sent}
-        return [post for post in load_posts(self.settings.posts_dir) if post.slug in sent]
+    def online(self, db: Database) -> list[Post]:
+        """Posts readers may read (sent or published without a send), newest first."""
+        return online_posts(self.settings, db)
 
     async def posts(self, request: Request) -> Response:
-        return self.page("posts.html", posts=await self.in_db(self.sent_posts))
+        posts = await self.in_db(self.online)
+        return self.with_form(request, "posts.html", posts=[_listed(post) for post in posts])
 
     async def post(self, request: Request) -> Response:
         slug = request.path_params["slug"]
-        sent = await self.in_db(self.sent_posts)
-        post = next((post for post in sent if post.slug == slug), None)
+        online = await self.in_db(self.online)
+        post = next((post for post in online if post.slug == slug), None)
         if post is None:
             raise HTTPException(404)
-        return self.page(
+        return self.with_form(
+            request,
             "post.html",
             post={
-                "title": post.title,
-                "date": post.date,
-                "html": Markup(markdown_to_html(post.body)),
+                **_listed(post),
+                "html": Markup(post_html(post, self.settings, absolute=False)),
             },
+        )
+
+    async def post_file(self, request: Request) -> Response:
+        """An image beside a post, in posts/SLUG/; only of a post readers can read, or whose
+        test copy went out (its images must show there), never a draft's otherwise."""
+        slug, path = request.path_params["slug"], request.path_params["path"]
+        folder = (self.settings.posts_dir / slug).resolve()
+        target = (folder / path).resolve()
+        if (
+            any(part.startswith(".") for part in path.split("/"))
+            or not target.is_relative_to(folder)
+            or target.suffix.lower() not in IMAGE_TYPES
+            or not target.is_file()
+            or slug not in await self.in_db(_slugs_with_public_files)
+        ):
+            raise HTTPException(404)
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return FileResponse(target, media_type=kind, headers=IMAGE_HEADERS)
+
+    async def feed(self, request: Request) -> Response:
+        posts = await self.in_db(self.online)
+        return Response(
+            atom_feed(self.settings, posts),
+            media_type="application/atom+xml",
+            headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
         )
 
     # --- errors -----------------------------------------------------------------------------

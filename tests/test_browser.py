@@ -2,6 +2,7 @@
 downloaded browser), against the live server and the emails a real `send` delivered."""
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,5 +127,40 @@ def test_emails_and_pages_fit_a_phone_and_a_desktop(
                 "document.querySelector('main').getBoundingClientRect().width"
             )
             assert main_width <= min(width, 720), path
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("width", [375, 1000])
+def test_a_post_with_a_table_and_a_wide_image_fits_a_phone(
+    start_server, cli: Cli, smtp_sink: SmtpSink, chromium, width: int
+) -> None:
+    """Fixture posts of our own: a table and a 1200 px image, in the email and on the web."""
+    server = start_server()
+    project = server.settings.directory
+    shutil.rmtree(project / "posts")
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "blog", project / "posts")
+    cli("subscribers", "add", READER, "--name", "A Reader")
+    cli("send", "rich-post", "--yes")
+    (received,) = smtp_sink.received
+    email_html = received.message.get_body(("html",)).get_content()
+
+    page = chromium.new_page(viewport={"width": width, "height": 900})
+    try:
+        page.set_content(email_html)
+        page.wait_for_load_state("load")  # the image comes from the live server
+        for where in ("email", "web"):
+            if where == "web":
+                page.goto(f"{server.url}/posts/rich-post")
+            image = page.evaluate(
+                "(() => { const i = document.querySelector('img[alt^=\"A wide chart\"]');"
+                " return [i.naturalWidth, i.getBoundingClientRect().width,"
+                " document.querySelector('table').getBoundingClientRect().right]; })()"
+            )
+            natural, shown, table_right = image
+            assert natural == 1200, where  # it loaded, from the URL `serve` answers
+            assert shown <= width, where
+            assert table_right <= width, where
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, where
     finally:
         page.close()

@@ -232,19 +232,29 @@ def test_posts_lists_newest_first_with_sent_state(cli: Cli) -> None:
     assert records[0] == {
         "slug": "ofsted-joint-inspections",
         "date": "2015-01-20",
+        "publish_at": "2015-01-20T00:00:00+00:00",
         "title": "Joint inspections of child protection arrangements - are they beyond Ofsted?",
+        "state": "due",
+        "archived": False,
         "sent": False,
         "sent_to": 0,
     }
 
 
-def test_posts_with_a_broken_file_names_it(cli: Cli, project: Path) -> None:
+def test_posts_lists_a_broken_file_with_its_error_beside_the_others(
+    cli: Cli, project: Path
+) -> None:
     (project / "posts" / "zz-broken.md").write_text("---\ntitle: x\n---\n")
-    result = cli("posts", ok=False)
-    assert (result.exit_code, result.stderr) == (
-        1,
-        "Error: zz-broken.md: front matter has no date\n",
-    )
+    lines = cli("posts").stdout.splitlines()
+    assert len(lines) == 6
+    assert lines[-1].split("  ")[0] == "?"
+    assert lines[-1].endswith(" broken          zz-broken.md: front matter has no date")
+    records = [json.loads(line) for line in cli("posts", "--json").stdout.splitlines()]
+    assert records[-1] == {
+        "file": "zz-broken.md",
+        "state": "broken",
+        "error": "zz-broken.md: front matter has no date",
+    }
 
 
 def test_preview_html_text_and_file(cli: Cli, project: Path) -> None:
@@ -252,7 +262,10 @@ def test_preview_html_text_and_file(cli: Cli, project: Path) -> None:
     assert html.startswith("<!DOCTYPE html>") and "Joint inspections" in html
     assert "https://news.example.org/unsubscribe/" in html
     text = cli("preview", "airline-pilot-test", "--text").stdout
-    assert text.startswith("Apply the ‘airline pilot test’\n7 January 2015\n")
+    assert text.startswith(
+        "Child Protection Notes · Read online: https://news.example.org/posts/airline-pilot-test\n\n"
+        "Apply the ‘airline pilot test’\nBy Jane Author · 7 January 2015\n"
+    )
     out = project / "preview.html"
     result = cli("preview", "four-not-three", "--out", str(out))
     assert "Four, not three" in out.read_text()

@@ -95,3 +95,47 @@ def test_repr_hides_secrets(tmp_path: Path) -> None:
     )
     assert settings.secret_keys == ("k1", "k2")
     assert "hunter2" not in repr(settings) and "k1" not in repr(settings)
+
+
+def test_post_settings_zone_typography_and_logo(tmp_path: Path) -> None:
+    defaults = load_settings(tmp_path, environ={})
+    assert (str(defaults.timezone), defaults.typographer, defaults.logo_url) == ("UTC", True, None)
+    settings = load_settings(
+        tmp_path,
+        environ={
+            "NEWSLETTER_TIMEZONE": "Europe/London",
+            "NEWSLETTER_TYPOGRAPHER": "off",
+            "NEWSLETTER_LOGO_URL": "https://cdn.example.org/logo.png",
+        },
+    )
+    assert str(settings.timezone) == "Europe/London"
+    assert settings.typographer is False
+    assert settings.logo_url == "https://cdn.example.org/logo.png"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "TIMEZONE",
+            "Mars/Olympus",
+            "NEWSLETTER_TIMEZONE must be a time zone such as UTC or Europe/London, not 'Mars/Olympus'",
+        ),
+        (
+            "TYPOGRAPHER",
+            "sometimes",
+            "NEWSLETTER_TYPOGRAPHER must be true or false, not 'sometimes'",
+        ),
+        (
+            "LOGO_URL",
+            "logo.png",
+            "NEWSLETTER_LOGO_URL must be an http(s) URL of an image, not 'logo.png'",
+        ),
+    ],
+)
+def test_bad_post_settings_are_one_line_errors(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(tmp_path, environ={f"NEWSLETTER_{name}": value})
+    assert str(error.value) == message

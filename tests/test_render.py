@@ -107,4 +107,42 @@ def test_the_authors_numbered_wish_is_not_turned_into_a_list(settings: Settings)
 def test_text_part_has_no_html(settings: Settings) -> None:
     text = render(settings).text_for("Ann & Bob", "a@example.org", "T")
     assert "&amp;" not in text and "<p>" not in text and "&rsquo;" not in text
-    assert "children's services" in text
+    assert "children’s services" in text  # typographic apostrophe (NEWSLETTER_TYPOGRAPHER)
+
+
+def test_css_premailer_cannot_parse_names_the_file_and_line(settings: Settings) -> None:
+    path = settings.templates_dir / "email.css"
+    lines = path.read_text().splitlines()
+    lines.insert(3, ".broken color: red; }")
+    path.write_text("\n".join(lines))
+    with pytest.raises(TemplateError) as error:
+        render(settings)
+    assert str(error.value).startswith(f"{path}, line 4: premailer cannot parse this CSS: ")
+    assert "\n" not in str(error.value)
+
+
+def test_post_headings_are_smaller_than_the_title_and_images_have_no_invalid_size(
+    settings: Settings,
+) -> None:
+    post = settings.posts_dir / "zz-headings.md"
+    post.write_text(
+        "---\ntitle: Headings\ndate: 2030-01-01\n---\n# One\n\n## Two\n\n### Three\n\n"
+        "![wide](https://cdn.example.org/wide.png)\n"
+    )
+    html = render(settings, "zz-headings").html_for("", "a@example.org", "T")
+    sizes = {
+        tag: int(re.search(rf"<{tag}[^>]*font-size:(\d+)px", html).group(1))
+        for tag in ('h1 class="title"', "h1 style", "h2", "h3")
+    }
+    assert sizes['h1 class="title"'] > sizes["h1 style"] > sizes["h2"] > sizes["h3"]
+    image = re.search(r"<img [^>]*>", html).group(0)
+    assert "max-width:100%" in image and "height:auto" in image
+    assert " height=" not in image and " width=" not in image
+
+
+def test_typography_follows_the_setting(project, settings: Settings) -> None:
+    from newsletter.config import load_settings
+
+    assert "children’s services" in render(settings).text_for("", "a@example.org", "T")
+    plain = load_settings(project, environ={"NEWSLETTER_TYPOGRAPHER": "false"})
+    assert "children's services" in render(plain).text_for("", "a@example.org", "T")

@@ -113,3 +113,18 @@ def test_hidden_text_coloured_like_the_background_is_caught(
     verdict = spamassassin(received.data, tmp_path / "sa-home")
     print(f"{SLUGS[0]} with the old preheader: {verdict.describe()}")
     assert verdict.rules.get("HTML_FONT_LOW_CONTRAST", 0) > 0
+
+
+def test_a_post_with_a_table_footnotes_and_an_image_scores_at_most_one_point(
+    signed_project: Path, smtp_sink: SmtpSink, cli: Cli, tmp_path: Path
+) -> None:
+    """The fixture post of tests/fixtures/blog: the new parts of the template, scored."""
+    posts = signed_project / "posts"
+    shutil.rmtree(posts)
+    shutil.copytree(REPO / "tests" / "fixtures" / "blog", posts)
+    cli("send", "rich-post", "--yes")
+    (received,) = smtp_sink.received
+    verdict = spamassassin(received.data, tmp_path / "sa-home")
+    print(f"rich-post: {verdict.describe()}")
+    assert "HTML_MESSAGE" in verdict.rules
+    assert verdict.score <= MAX_SCORE, f"rich-post: {verdict.describe()}\n{verdict.report}"
