@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from .addresses import normalise_address
 from .errors import ConfigError, SubscriberError
+from .headers import has_control_characters
 
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
@@ -94,7 +95,7 @@ def load_settings(
         value = values.get(PREFIX + name)
         if value is None or value.strip() == "":
             return default
-        if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
+        if has_control_characters(value.strip()):
             # These go into headers and pages: a line break would be a header injection.
             raise ConfigError(f"{PREFIX}{name} must be one line without control characters")
         return value.strip()
