@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 import tempfile
 import webbrowser
@@ -31,8 +32,9 @@ from . import db as store
 from . import subscriber_csv
 from .addresses import clean_name, normalise_address
 from .config import Settings, load_settings
-from .errors import ConfigError, NewsletterError
+from .errors import ConfigError, NewsletterError, environment_failure
 from .posts import find_post, load_posts
+from .terminal import printable
 
 if TYPE_CHECKING:
     from .sender import SendReport
@@ -80,7 +82,13 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except NewsletterError as e:
             if _invocation.get().debug:
                 raise
-            typer.echo(f"Error: {e}", err=True)
+            typer.echo(f"Error: {printable(str(e))}", err=True)
+            raise typer.Exit(1) from None
+        except (sqlite3.OperationalError, OSError) as e:  # a full disk, a read-only file
+            problem = environment_failure(e)
+            if problem is None or _invocation.get().debug:
+                raise
+            typer.echo(f"Error: {printable(problem)}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -156,9 +164,13 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
 @reports_errors
 def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
     """Erase a reader and their address in the send log (the right to erasure)."""
-    with _database(_settings()) as db:
-        address = store.delete_subscriber(db, normalise_address(email))
-    typer.echo(f"Deleted {address} and erased them from the send log")
+    from .erasure import erase_person
+
+    settings = _settings()
+    with _database(settings) as db:
+        erased = erase_person(settings, db, normalise_address(email))
+    outbox = f" and {erased.outbox_messages} messages in the outbox" * bool(erased.outbox_messages)
+    typer.echo(f"Deleted {erased.address} and erased them from the send log{outbox}")
 
 
 @subscribers_app.command("list")
@@ -186,8 +198,9 @@ def subscribers_list(
                 )  # flat: no asdict copy
             else:
                 out.write(
-                    f"{subscriber.email:<40} {subscriber.status:<12} {subscriber.source:<6} "
-                    f"{subscriber.created_at:<25} {subscriber.name}\n"
+                    f"{printable(subscriber.email):<40} {subscriber.status:<12} "
+                    f"{subscriber.source:<6} {subscriber.created_at:<25} "
+                    f"{printable(subscriber.name)}\n"
                 )
         if not as_json:
             out.write(f"{count} {'reader' if count == 1 else 'readers'}\n")
@@ -317,7 +330,7 @@ def doctor_command(
     checks = doctor.run_checks(_settings(), smtp=smtp)
     width = max(len(check.name) for check in checks)
     for check in checks:
-        typer.echo(f"{check.status:<8} {check.name:<{width}}  {check.message}")
+        typer.echo(f"{check.status:<8} {check.name:<{width}}  {printable(check.message)}")
     missing = doctor.missing(checks)
     warnings = sum(check.status == "warning" for check in checks)
     noted = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
@@ -355,7 +368,9 @@ def posts_command(
             )
         else:
             state = f"sent to {sent}" if sent else "not sent"
-            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {state:<14} {post.title}")
+            typer.echo(
+                f"{post.date.isoformat()}  {post.slug:<32} {state:<14} {printable(post.title)}"
+            )
 
 
 @app.command("preview")
@@ -418,7 +433,7 @@ def send(
         )
     if to is not None:
         reply = sender.send_test(settings, post, to)
-        typer.echo(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})")
+        typer.echo(printable(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})"))
         return
 
     settings.sender  # noqa: B018 - a missing From is reported before anything else
@@ -430,9 +445,14 @@ def send(
             "there are no active subscribers; add one with `newsletter subscribers add EMAIL`"
         )
     if due == 0:
-        typer.echo(f"“{post.title}” has already been sent to every active reader; nothing to do.")
+        typer.echo(
+            f"“{printable(post.title)}” has already been sent to every active reader; "
+            "nothing to do."
+        )
         return
-    typer.echo(f"“{post.title}” ({post.slug}) to {due} of {active} active readers via {where}")
+    typer.echo(
+        f"“{printable(post.title)}” ({post.slug}) to {due} of {active} active readers via {where}"
+    )
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise NewsletterError("not sending without confirmation: run with --yes")
@@ -443,9 +463,9 @@ def send(
         report = sender.send_post(settings, post, dry_run=dry_run, progress=advance)
     typer.echo(_summary(report))
     for failure in report.failures[:10]:
-        typer.echo(f"  failed: {failure}", err=True)
+        typer.echo(f"  failed: {printable(failure)}", err=True)
     if report.stopped:
-        typer.echo(f"Error: stopped early: {report.stopped}", err=True)
+        typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
         raise typer.Exit(1)
 
 
@@ -516,11 +536,11 @@ def log(
             if as_json:
                 out.write(json.dumps(vars(delivery), ensure_ascii=False) + "\n")
             else:
-                who = delivery.email or "(erased)"
+                who = printable(delivery.email or "(erased)")
                 kind = " test" if delivery.test else ""
                 out.write(
                     f"{who:<40} {delivery.status:<8}{kind} attempts {delivery.attempts}"
-                    f"  {delivery.updated_at}  {delivery.last_reply or ''}\n"
+                    f"  {delivery.updated_at}  {printable(delivery.last_reply or '')}\n"
                 )
         if not found:
             raise NewsletterError(f"nothing in the send log for {slug!r}")
@@ -540,6 +560,7 @@ def serve(
     import uvicorn
 
     from .web import create_app
+    from .weblog import log_config
 
     settings = _settings()
     application = create_app(settings)
@@ -548,4 +569,4 @@ def serve(
         f"{settings.base_url}/); Ctrl+C stops",
         err=True,
     )
-    uvicorn.run(application, host=host, port=port, server_header=False)
+    uvicorn.run(application, host=host, port=port, server_header=False, log_config=log_config())
