@@ -84,7 +84,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
                 raise
             typer.echo(f"Error: {printable(str(e))}", err=True)
             raise typer.Exit(1) from None
-        except (sqlite3.OperationalError, OSError) as e:  # a full disk, a read-only file
+        except (sqlite3.DatabaseError, OSError) as e:  # a full disk, a read-only file
             problem = environment_failure(e)
             if problem is None or _invocation.get().debug:
                 raise

@@ -88,7 +88,12 @@ def load_settings(
     directory = (directory or Path.cwd()).resolve()
     environ = os.environ if environ is None else environ
     dotenv_file = directory / ".env"
-    from_file = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    try:
+        from_file = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{dotenv_file} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
     values = {**from_file, **{k: v for k, v in environ.items() if k.startswith(PREFIX)}}
 
     def get(name: str, default: str | None = None) -> str | None:

@@ -12,6 +12,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,10 +130,16 @@ def m002_public_ids_reasons_archive(db: Database) -> None:
 
 @migrations()
 def m008_hardening(db: Database) -> None:
-    """The name typed with the newest web request whose email went out: it becomes the
-    reader's name only when that address confirms, so a stranger's text never sticks."""
+    """The name typed with the newest web request: it becomes the reader's name only when
+    the address confirms, so a stranger's text never sticks; and an index for the purge."""
     if "requested_name" not in db["subscribers"].columns_dict:
         db.execute("ALTER TABLE subscribers ADD COLUMN requested_name TEXT")
+    # Every subscribe request forgets the expired pending ones: an index range, not a scan
+    # of every pending row, however many a flood of requests has left.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS subscribers_status_since"
+        " ON subscribers (status, status_changed_at)"
+    )
 
 
 def new_public_id() -> str:
@@ -527,8 +534,7 @@ def finish_send(
 ) -> None:
     """Close a run. A note quotes readers ("last: ann@example.org: 451 ..."): in the same
     transaction, the address of anyone erased during the run is taken out of it."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(db):
         if note is not None:
             note = _note_without_erased(db, note)
         db.execute(
@@ -536,11 +542,24 @@ def finish_send(
             " skipped = ?, note = ? WHERE id = ?",
             [status, now(), sent, failed, bounced, skipped, note, send_id],
         )
+
+
+@contextmanager
+def _immediate(db: Database) -> Iterator[None]:
+    """A write transaction taken before the first read (inside a caller's, a savepoint): a
+    check and the write it decides are then one, with no writer in between."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
     except BaseException:
-        if db.conn.in_transaction:
+        if db.conn.in_transaction:  # a full disk may have rolled it back already
             db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def mark_interrupted_sends(db: Database) -> int:

@@ -87,7 +87,7 @@ class HeaderError(NewsletterError):
 def environment_failure(error: BaseException) -> str | None:
     """One line for what the disk or file system refused (full, read-only, not allowed), or
     None for anything else, which is a bug and keeps its traceback."""
-    if isinstance(error, sqlite3.OperationalError):
+    if isinstance(error, sqlite3.DatabaseError):
         code = getattr(error, "sqlite_errorname", "")
         advice = next((text for prefix, text in _SQLITE_ADVICE if code.startswith(prefix)), None)
         return f"the database: {error}; {advice}" if advice else None
@@ -104,6 +104,8 @@ _SQLITE_ADVICE = (
     ("SQLITE_CANTOPEN", "the database file and its folder must be writable by this user"),
     ("SQLITE_IOERR", "the disk or file system failed; check it and run the command again"),
     ("SQLITE_BUSY", "another program holds the database; try again when it is done"),
+    ("SQLITE_CORRUPT", "the file is damaged; restore it from a backup"),
+    ("SQLITE_NOTADB", "the file is not a newsletter database; check NEWSLETTER_DB"),
 )
 _OS_ADVICE = {
     errno.ENOSPC: _FREE_SPACE,

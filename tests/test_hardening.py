@@ -380,6 +380,15 @@ def test_a_template_that_is_not_utf8_is_one_line(project: Path, cli: Cli) -> Non
     )
 
 
+def test_a_dotenv_that_is_not_utf8_is_one_line(project: Path, cli: Cli) -> None:
+    (project / ".env").write_bytes("NEWSLETTER_TITLE=Caf\u00e9\n".encode("latin-1"))
+    result = cli("subscribers", "list", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {project / '.env'} is not UTF-8 text (byte 20); save it as UTF-8\n"
+    )
+
+
 # --- 7. a stranger's name -----------------------------------------------------------------------
 
 
@@ -463,6 +472,16 @@ def test_the_limiter_still_forgets_clients_after_the_hour_and_stays_bounded() ->
     now[0] = 3601.0
     assert limiter.allow("192.0.2.1")
     assert len(limiter) == 1
+
+
+def test_forgetting_expired_requests_is_an_index_range_not_a_scan(db: Database) -> None:
+    """Run at every subscribe request: its cost must not grow with a flood of pending rows."""
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN DELETE FROM subscribers WHERE status = 'pending' AND source = 'web'"
+        " AND status_changed_at < ?",
+        ["2020-01-01"],
+    ).fetchall()
+    assert "(status=? AND status_changed_at<?)" in plan[0][3], plan
 
 
 # --- 9. the confirmation emails: one queue, off the request path -------------------------------
