@@ -536,7 +536,7 @@ def finish_send(
     transaction, the address of anyone erased during the run is taken out of it."""
     with _immediate(db):
         if note is not None:
-            note = _note_without_erased(db, note)
+            note = _note_without_erased(db, send_id, note)
         db.execute(
             "UPDATE sends SET status = ?, finished_at = ?, sent = ?, failed = ?, bounced = ?,"
             " skipped = ?, note = ? WHERE id = ?",
@@ -688,9 +688,21 @@ def without_addresses(text: str) -> str:
     return _ADDRESS.sub(ERASED, text)
 
 
-def _note_without_erased(db: Database, note: str) -> str:
-    """The note, with each address in it that is no longer on the list taken out."""
-    for address in set(_ADDRESS.findall(note)):
+def _note_without_erased(db: Database, send_id: int, note: str) -> str:
+    """The note, with each address in it that is no longer on the list taken out, when
+    someone mailed in this run was erased during it (else the note may name the sender or
+    the SMTP login, which are not on the list and must stay)."""
+    addresses = set(_ADDRESS.findall(note))
+    erased_during_run = (
+        addresses
+        and db.execute(
+            "SELECT 1 FROM deliveries WHERE send_id = ? AND email IS NULL AND test = 0 LIMIT 1",
+            [send_id],
+        ).fetchone()
+    )
+    if not erased_during_run:
+        return note
+    for address in addresses:
         if get_subscriber(db, address.rstrip(".")) is None:
             note = note.replace(address, ERASED)
     return note

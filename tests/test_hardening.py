@@ -216,6 +216,16 @@ def test_an_erasure_during_a_send_leaves_the_address_nowhere(
     assert delivery.status == "skipped"  # not left due, for a reader who is no more
 
 
+def test_a_run_note_keeps_addresses_when_nobody_was_erased(db: Database) -> None:
+    """The sender's address or SMTP login in a note is not a reader's: it stays."""
+    send_id = store.start_send(db, SLUG, "real")
+    note = "the SMTP server 127.0.0.1:25 refused the login for jane@example.org: 535 5.7.8"
+    store.finish_send(
+        db, send_id, status="stopped", sent=0, failed=0, bounced=0, skipped=0, note=note
+    )
+    assert store.last_send(db, SLUG)["note"] == note
+
+
 # --- 5. control characters in header values -----------------------------------------------------
 
 CONTROLS = {
