@@ -62,7 +62,10 @@ def open_private(
 
 def make_private_dir(path: Path) -> None:
     """Create `path` (and missing parents) owner-only; an existing folder of ours is made so too."""
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    for folder in [*reversed(path.parents), path]:  # mkdir(parents=True) ignores the mode
+        if not folder.exists():
+            folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+            os.chmod(folder, PRIVATE_DIR_MODE)  # whatever the umask
     info = path.stat()
     if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & SHARED_BITS:
         path.chmod(stat.S_IMODE(info.st_mode) & ~SHARED_BITS)

@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from newsletter import db as store
 from newsletter.config import load_settings
 from newsletter.dkim import generate_key
+from newsletter.files import make_private_dir, open_private
 from newsletter.posts import find_post
 from newsletter.sender import reader_tokens, send_post
 from newsletter.web import ClientLimiter
@@ -144,6 +145,29 @@ def test_the_database_its_wal_and_shm_and_the_outbox_are_owner_only(
     assert len(messages) == 1
     assert (mode(outbox), mode(messages[0])) == (0o700, 0o600)
     assert mode(project / "newsletter.db-send.lock") == 0o600
+
+
+def test_open_private_writes_owner_only_and_never_through_a_symlink(tmp_path: Path) -> None:
+    """The helper for exports and .env (used by `subscribers export` and `init`)."""
+    old = os.umask(0)
+    try:
+        with open_private(tmp_path / "new.csv") as out:
+            out.write("email\n")
+        existing = tmp_path / "old.csv"
+        existing.write_text("secret")
+        existing.chmod(0o644)
+        with open_private(existing) as out:
+            out.write("email\n")
+        (tmp_path / "planted").symlink_to(tmp_path / "target")
+        with pytest.raises(OSError), open_private(tmp_path / "planted"):
+            pass
+        make_private_dir(tmp_path / "exports" / "2024")
+    finally:
+        os.umask(old)
+    assert (mode(tmp_path / "new.csv"), mode(existing)) == (0o600, 0o600)
+    assert existing.read_text() == "email\n"
+    assert not (tmp_path / "target").exists()
+    assert (mode(tmp_path / "exports"), mode(tmp_path / "exports" / "2024")) == (0o700, 0o700)
 
 
 def test_doctor_warns_when_others_can_read_the_database_env_or_key(
