@@ -8,7 +8,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from .errors import SubscriberError
 
-MAX_NAME_LENGTH = 200
+# Room for any real name; more is a stranger's message riding in every email's To header.
+MAX_NAME_LENGTH = 100
 
 
 def normalise_address(raw: str) -> str:

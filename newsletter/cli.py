@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 import tempfile
 import webbrowser
@@ -32,8 +33,9 @@ from . import db as store
 from . import subscriber_csv
 from .addresses import clean_name, normalise_address
 from .config import Settings, load_settings
-from .errors import ConfigError, NewsletterError, PostError
+from .errors import ConfigError, NewsletterError, PostError, environment_failure
 from .posts import Post, check_images, find_post
+from .terminal import printable
 
 if TYPE_CHECKING:
     from .feed import PullReport
@@ -82,7 +84,13 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except NewsletterError as e:
             if _invocation.get().debug:
                 raise
-            typer.echo(f"Error: {e}", err=True)
+            typer.echo(f"Error: {printable(str(e))}", err=True)
+            raise typer.Exit(1) from None
+        except (sqlite3.DatabaseError, OSError) as e:  # a full disk, a read-only file
+            problem = environment_failure(e)
+            if problem is None or _invocation.get().debug:
+                raise
+            typer.echo(f"Error: {printable(problem)}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -158,9 +166,13 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
 @reports_errors
 def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
     """Erase a reader and their address in the send log (the right to erasure)."""
-    with _database(_settings()) as db:
-        address = store.delete_subscriber(db, normalise_address(email))
-    typer.echo(f"Deleted {address} and erased them from the send log")
+    from .erasure import erase_person
+
+    settings = _settings()
+    with _database(settings) as db:
+        erased = erase_person(settings, db, normalise_address(email))
+    outbox = f" and {erased.outbox_messages} messages in the outbox" * bool(erased.outbox_messages)
+    typer.echo(f"Deleted {erased.address} and erased them from the send log{outbox}")
 
 
 @subscribers_app.command("list")
@@ -188,8 +200,9 @@ def subscribers_list(
                 )  # flat: no asdict copy
             else:
                 out.write(
-                    f"{subscriber.email:<40} {subscriber.status:<12} {subscriber.source:<6} "
-                    f"{subscriber.created_at:<25} {subscriber.name}\n"
+                    f"{printable(subscriber.email):<40} {subscriber.status:<12} "
+                    f"{subscriber.source:<6} {subscriber.created_at:<25} "
+                    f"{printable(subscriber.name)}\n"
                 )
         if not as_json:
             out.write(f"{count} {'reader' if count == 1 else 'readers'}\n")
@@ -319,7 +332,7 @@ def doctor_command(
     checks = doctor.run_checks(_settings(), smtp=smtp)
     width = max(len(check.name) for check in checks)
     for check in checks:
-        typer.echo(f"{check.status:<8} {check.name:<{width}}  {check.message}")
+        typer.echo(f"{check.status:<8} {check.name:<{width}}  {printable(check.message)}")
     missing = doctor.missing(checks)
     warnings = sum(check.status == "warning" for check in checks)
     noted = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
@@ -365,12 +378,14 @@ def posts_command(
             )
         else:
             label = _post_state(post, state, sent, archived)
-            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {label}  {post.title}")
+            typer.echo(f"{post.date.isoformat()}  {post.slug:<32} {label}  {printable(post.title)}")
     for broken in found.broken:
         if as_json:
             _json_line({"file": broken.path.name, "state": "broken", "error": broken.error})
         else:
-            typer.echo(f"{'?':<10}  {broken.path.name:<32} {'broken':<14}  {broken.error}")
+            typer.echo(
+                f"{'?':<10}  {broken.path.name:<32} {'broken':<14}  {printable(broken.error)}"
+            )
 
 
 def _post_state(post: Post, state: str, sent: int, archived: set[str]) -> str:
@@ -465,7 +480,7 @@ def send(
         )
     if to is not None:
         reply = sender.send_test(settings, post, to)
-        typer.echo(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})")
+        typer.echo(printable(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})"))
         return
 
     settings.sender  # noqa: B018 - a missing From is reported before anything else
@@ -477,9 +492,14 @@ def send(
             "there are no active subscribers; add one with `newsletter subscribers add EMAIL`"
         )
     if due == 0:
-        typer.echo(f"“{post.title}” has already been sent to every active reader; nothing to do.")
+        typer.echo(
+            f"“{printable(post.title)}” has already been sent to every active reader; "
+            "nothing to do."
+        )
         return
-    typer.echo(f"“{post.title}” ({post.slug}) to {due} of {active} active readers via {where}")
+    typer.echo(
+        f"“{printable(post.title)}” ({post.slug}) to {due} of {active} active readers via {where}"
+    )
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise NewsletterError("not sending without confirmation: run with --yes")
@@ -490,9 +510,9 @@ def send(
         report = sender.send_post(settings, post, dry_run=dry_run, progress=advance)
     typer.echo(_summary(report))
     for failure in report.failures[:10]:
-        typer.echo(f"  failed: {failure}", err=True)
+        typer.echo(f"  failed: {printable(failure)}", err=True)
     if report.stopped:
-        typer.echo(f"Error: stopped early: {report.stopped}", err=True)
+        typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
         raise typer.Exit(1)
 
 
@@ -624,11 +644,11 @@ def log(
             if as_json:
                 out.write(json.dumps(vars(delivery), ensure_ascii=False) + "\n")
             else:
-                who = delivery.email or "(erased)"
+                who = printable(delivery.email or "(erased)")
                 kind = " test" if delivery.test else ""
                 out.write(
                     f"{who:<40} {delivery.status:<8}{kind} attempts {delivery.attempts}"
-                    f"  {delivery.updated_at}  {delivery.last_reply or ''}\n"
+                    f"  {delivery.updated_at}  {printable(delivery.last_reply or '')}\n"
                 )
         if not found:
             raise NewsletterError(f"nothing in the send log for {slug!r}")
@@ -762,6 +782,7 @@ def serve(
     import uvicorn
 
     from .web import create_app
+    from .weblog import log_config
 
     settings = _settings()
     application = create_app(settings)
@@ -770,4 +791,4 @@ def serve(
         f"{settings.base_url}/); Ctrl+C stops",
         err=True,
     )
-    uvicorn.run(application, host=host, port=port, server_header=False)
+    uvicorn.run(application, host=host, port=port, server_header=False, log_config=log_config())

@@ -21,6 +21,7 @@ from dotenv import dotenv_values
 
 from .addresses import normalise_address
 from .errors import ConfigError, SubscriberError
+from .headers import has_control_characters
 
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
@@ -94,14 +95,19 @@ def load_settings(
     directory = (directory or Path.cwd()).resolve()
     environ = os.environ if environ is None else environ
     dotenv_file = directory / ".env"
-    from_file = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    try:
+        from_file = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{dotenv_file} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
     values = {**from_file, **{k: v for k, v in environ.items() if k.startswith(PREFIX)}}
 
     def get(name: str, default: str | None = None) -> str | None:
         value = values.get(PREFIX + name)
         if value is None or value.strip() == "":
             return default
-        if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
+        if has_control_characters(value.strip()):
             # These go into headers and pages: a line break would be a header injection.
             raise ConfigError(f"{PREFIX}{name} must be one line without control characters")
         return value.strip()

@@ -7,9 +7,12 @@ is marked (synchronous=NORMAL in WAL mode survives a killed process; see README 
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from .errors import DatabaseError, SubscriberError
+from .files import create_private_file
 
 SubscriberStatus = Literal["active", "unsubscribed", "bounced", "pending"]
 SUBSCRIBER_STATUSES: tuple[SubscriberStatus, ...] = ("active", "unsubscribed", "bounced", "pending")
@@ -154,6 +158,20 @@ def m005_feeds(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m008_hardening(db: Database) -> None:
+    """The name typed with the newest web request: it becomes the reader's name only when
+    the address confirms, so a stranger's text never sticks; and an index for the purge."""
+    if "requested_name" not in db["subscribers"].columns_dict:
+        db.execute("ALTER TABLE subscribers ADD COLUMN requested_name TEXT")
+    # Every subscribe request forgets the expired pending ones: an index range, not a scan
+    # of every pending row, however many a flood of requests has left.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS subscribers_status_since"
+        " ON subscribers (status, status_changed_at)"
+    )
+
+
 def new_public_id() -> str:
     """A reader's id in links and tokens: random, so it says nothing about the list."""
     return secrets.token_hex(8)
@@ -164,6 +182,10 @@ def open_db(path: Path) -> Database:
     if path.exists() and not path.is_file():
         raise DatabaseError(f"{path} is not a file")
     try:
+        create_private_file(path)  # owner-only before any data, and so are its -wal and -shm
+    except OSError as e:
+        raise DatabaseError(f"cannot create the database {path}: {e.strerror}") from e
+    try:
         conn = sqlite3.connect(
             str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
@@ -171,10 +193,19 @@ def open_db(path: Path) -> Database:
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
+        # Erased rows are overwritten, not left in free pages (Debian builds it on; others not).
+        db.execute("PRAGMA secure_delete = ON")
         migrations.apply(db)
     except sqlite3.DatabaseError as e:
-        raise DatabaseError(f"cannot open the database {path}: {e}") from e
+        raise DatabaseError(f"cannot open the database {path}: {e}{_not_writable(path)}") from e
     return db
+
+
+def _not_writable(path: Path) -> str:
+    """Why SQLite may have failed: WAL mode writes beside the database (-wal, -shm) too."""
+    if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
+        return ""
+    return "; the database file and its folder must be writable by this user"
 
 
 def now() -> str:
@@ -219,6 +250,7 @@ class Subscriber:
     confirmation_sent_at: str | None = None
     public_id: str | None = None
     status_reason: str | None = None
+    requested_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -383,6 +415,9 @@ def delete_subscriber(db: Database, email: str) -> str:
             [subscriber_id, address],
         )
         db.execute("DELETE FROM subscribers WHERE id = ?", [subscriber_id])
+    # The write-ahead log still holds the pages as they were, address and all: copy the new
+    # ones into the database and empty it (as far as no reader is in the middle of it).
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return address
 
 
@@ -465,10 +500,12 @@ def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_r
             ),
         )
         added = db.conn.total_changes - before
+        db.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # A full disk makes SQLite roll back by itself: a second ROLLBACK would hide the cause.
+        if db.conn.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("ROLLBACK" if dry_run else "COMMIT")
     return added
 
 
@@ -526,11 +563,34 @@ def finish_send(
     skipped: int,
     note: str | None = None,
 ) -> None:
-    db.execute(
-        "UPDATE sends SET status = ?, finished_at = ?, sent = ?, failed = ?, bounced = ?,"
-        " skipped = ?, note = ? WHERE id = ?",
-        [status, now(), sent, failed, bounced, skipped, note, send_id],
-    )
+    """Close a run. A note quotes readers ("last: ann@example.org: 451 ..."): in the same
+    transaction, the address of anyone erased during the run is taken out of it."""
+    with _immediate(db):
+        if note is not None:
+            note = _note_without_erased(db, send_id, note)
+        db.execute(
+            "UPDATE sends SET status = ?, finished_at = ?, sent = ?, failed = ?, bounced = ?,"
+            " skipped = ?, note = ? WHERE id = ?",
+            [status, now(), sent, failed, bounced, skipped, note, send_id],
+        )
+
+
+@contextmanager
+def _immediate(db: Database) -> Iterator[None]:
+    """A write transaction taken before the first read (inside a caller's, a savepoint): a
+    check and the write it decides are then one, with no writer in between."""
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.conn.in_transaction:  # a full disk may have rolled it back already
+            db.execute("ROLLBACK")
+        raise
 
 
 def mark_interrupted_sends(db: Database) -> int:
@@ -618,14 +678,65 @@ def record_delivery(
     message_id: str | None,
     send_id: int,
 ) -> None:
-    """Write one delivery's outcome; committed by itself the moment it is known."""
+    """Write one delivery's outcome; committed by itself the moment it is known.
+
+    The reader may have been erased while their message was in flight: then the row has lost
+    its address, and one statement keeps it so (the reply is stored without any address, and
+    a delivery still due stays skipped), whatever the sender had in hand.
+    """
     stamp = now()
+    erased_reply = without_addresses(reply) if reply is not None else None
     db.execute(
-        "UPDATE deliveries SET status = ?, attempts = ?, last_reply = ?, message_id = ?,"
-        " send_id = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END"
+        "UPDATE deliveries SET"
+        " status = CASE WHEN email IS NULL AND test = 0 AND ? IN ('pending', 'failed')"
+        " THEN 'skipped' ELSE ? END,"
+        " attempts = ?, last_reply = CASE WHEN email IS NULL THEN ? ELSE ? END,"
+        " message_id = ?, send_id = ?, updated_at = ?,"
+        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END"
         " WHERE id = ?",
-        [status, attempts, reply, message_id, send_id, stamp, status, stamp, delivery_id],
+        [
+            status,
+            status,
+            attempts,
+            erased_reply,
+            reply,
+            message_id,
+            send_id,
+            stamp,
+            status,
+            stamp,
+            delivery_id,
+        ],
     )
+
+
+# Good enough to find an address quoted in a server's reply or a run's note.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'`]+@[^\s<>()\[\],;:\"'`]+")
+ERASED = "(erased)"
+
+
+def without_addresses(text: str) -> str:
+    return _ADDRESS.sub(ERASED, text)
+
+
+def _note_without_erased(db: Database, send_id: int, note: str) -> str:
+    """The note, with each address in it that is no longer on the list taken out, when
+    someone mailed in this run was erased during it (else the note may name the sender or
+    the SMTP login, which are not on the list and must stay)."""
+    addresses = set(_ADDRESS.findall(note))
+    erased_during_run = (
+        addresses
+        and db.execute(
+            "SELECT 1 FROM deliveries WHERE send_id = ? AND email IS NULL AND test = 0 LIMIT 1",
+            [send_id],
+        ).fetchone()
+    )
+    if not erased_during_run:
+        return note
+    for address in addresses:
+        if get_subscriber(db, address.rstrip(".")) is None:
+            note = note.replace(address, ERASED)
+    return note
 
 
 def record_bounce(
@@ -802,16 +913,22 @@ def add_pending_subscriber(db: Database, email: str, name: str) -> Subscriber:
     """Add a reader who asked on the web, waiting for confirmation; return whoever is there.
 
     No consent is recorded yet: asking is not consenting (anyone can type an address), only
-    following the emailed link is. INSERT OR IGNORE rather than add_subscriber: two forms sent
-    at once for one address must both end with the one row, and a reader already on the list
-    stays as they are.
+    following the emailed link is. Nor is the name: anyone can type that too, so it is kept
+    aside (the newest request's) and becomes the reader's name when the address confirms.
+    INSERT OR IGNORE rather than add_subscriber: two forms sent at once for one address must
+    both end with the one row, and a reader already on the list stays as they are.
     """
     stamp = now()
-    db.execute(
-        "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
-        " status_changed_at, public_id) VALUES (?, ?, 'pending', 'web', ?, ?, ?)",
-        [email, name, stamp, stamp, new_public_id()],
-    )
+    with db.atomic():
+        db.execute(
+            "INSERT OR IGNORE INTO subscribers (email, name, status, source, created_at,"
+            " status_changed_at, public_id) VALUES (?, '', 'pending', 'web', ?, ?, ?)",
+            [email, stamp, stamp, new_public_id()],
+        )
+        db.execute(
+            "UPDATE subscribers SET requested_name = ? WHERE email = ? AND status != 'active'",
+            [name, email],
+        )
     return require_subscriber(db, email)
 
 
@@ -838,16 +955,25 @@ def claim_confirmation(db: Database, subscriber_id: int, *, last_allowed: str) -
     return cursor.rowcount == 1
 
 
-def activate_subscriber(db: Database, subscriber_id: int, consent: Consent) -> bool:
+def activate_subscriber(
+    db: Database, subscriber_id: int, consent: Consent, *, confirmed_request: bool = False
+) -> bool:
     """Make a reader active on their own confirmed request, keeping the consent that says so.
 
-    The bounce count starts again: the reader has just shown that the address works.
+    The bounce count starts again: the reader has just shown that the address works. With
+    `confirmed_request` (the emailed link), the name typed with the request becomes theirs.
     True if this call made them active.
     """
     with db.atomic():
         changed = set_status(db, subscriber_id, "active", "confirmed")
         record_consent(db, subscriber_id, consent)
         db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])
+        if confirmed_request:
+            db.execute(
+                "UPDATE subscribers SET name = requested_name, requested_name = NULL"
+                " WHERE id = ? AND requested_name IS NOT NULL",
+                [subscriber_id],
+            )
     return changed
 
 

@@ -17,6 +17,7 @@ from . import db as store
 from .config import Settings
 from .dkim import KEY_BITS, signer_from_settings
 from .errors import NewsletterError
+from .files import shared_with_others
 from .mailer import SMTPTransport
 
 CheckStatus = Literal["ok", "warning", "missing"]
@@ -64,6 +65,7 @@ def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
         check_postal_address(settings),
         check_smtp(settings, login=smtp),
         *check_posts(settings),
+        check_file_permissions(settings),
     ]
 
 
@@ -231,6 +233,27 @@ def check_smtp(settings: Settings, *, login: bool) -> Check:
         return Check("SMTP", "ok", transport.check())
     except NewsletterError as e:
         return Check("SMTP", "missing", str(e))
+
+
+def check_file_permissions(settings: Settings) -> Check:
+    """The database (the signing key, everyone's data), .env and the DKIM key: owner-only."""
+    db = settings.db_path
+    candidates = [
+        db,
+        db.with_name(db.name + "-wal"),
+        db.with_name(db.name + "-shm"),
+        settings.directory / ".env",
+        *([settings.dkim_key_file] if settings.dkim_key_file else []),
+    ]
+    shared = [path for path in candidates if path.is_file() and shared_with_others(path)]
+    if shared:
+        names = " ".join(str(path) for path in shared)
+        return Check(
+            "Permissions",
+            "warning",
+            f"other users can read {names}: run `chmod 600 {names}`",
+        )
+    return Check("Permissions", "ok", "the database, .env and DKIM key are owner-only")
 
 
 def _aligned(dkim_domain: str, from_domain: str) -> bool:

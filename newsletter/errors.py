@@ -1,5 +1,10 @@
 """The project's own exceptions: the CLI and the web app turn these into a clean message."""
 
+from __future__ import annotations
+
+import errno
+import sqlite3
+
 
 class NewsletterError(Exception):
     """Something the author can fix; the message says what, in one line."""
@@ -81,3 +86,39 @@ class FeedError(NewsletterError):
 
 class FeedNotFound(FeedError):
     """The feed address answered 404 or 410: the end of a paged feed, or a wrong address."""
+
+
+class HeaderError(NewsletterError):
+    """A value meant for an email header (a title, a name) holds a control character."""
+
+
+def environment_failure(error: BaseException) -> str | None:
+    """One line for what the disk or file system refused (full, read-only, not allowed), or
+    None for anything else, which is a bug and keeps its traceback."""
+    if isinstance(error, sqlite3.DatabaseError):
+        code = getattr(error, "sqlite_errorname", "")
+        advice = next((text for prefix, text in _SQLITE_ADVICE if code.startswith(prefix)), None)
+        return f"the database: {error}; {advice}" if advice else None
+    if isinstance(error, OSError) and error.errno in _OS_ADVICE:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot write{where}: {error.strerror}; {_OS_ADVICE[error.errno]}"
+    return None
+
+
+_FREE_SPACE = "free some space and run the command again (what was done before is kept)"
+_SQLITE_ADVICE = (
+    ("SQLITE_FULL", _FREE_SPACE),
+    ("SQLITE_READONLY", "the database file and its folder must be writable by this user"),
+    ("SQLITE_CANTOPEN", "the database file and its folder must be writable by this user"),
+    ("SQLITE_IOERR", "the disk or file system failed; check it and run the command again"),
+    ("SQLITE_BUSY", "another program holds the database; try again when it is done"),
+    ("SQLITE_CORRUPT", "the file is damaged; restore it from a backup"),
+    ("SQLITE_NOTADB", "the file is not a newsletter database; check NEWSLETTER_DB"),
+)
+_OS_ADVICE = {
+    errno.ENOSPC: _FREE_SPACE,
+    errno.EDQUOT: _FREE_SPACE,
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "this user may not write there",
+    errno.EPERM: "this user may not write there",
+}

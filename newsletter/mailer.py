@@ -17,6 +17,7 @@ from typing import NoReturn, Protocol
 
 from .config import Settings
 from .errors import DeliveryRefused, TransportError
+from .files import make_private, make_private_dir
 from .message import Envelope
 
 
@@ -46,6 +47,7 @@ class MaildirTransport:
     def __init__(self, path: Path) -> None:
         try:
             self.maildir = mailbox.Maildir(path, create=True)
+            make_private_dir(path)  # it holds readers' addresses; made by hand, it may be open
         except OSError as e:
             raise TransportError(f"cannot create the outbox {path}: {e.strerror}") from e
         self.path = path
@@ -54,6 +56,7 @@ class MaildirTransport:
         # Maildir files use the local line end; SMTP's CRLF is for the wire.
         try:
             key = self.maildir.add(envelope.data.replace(b"\r\n", b"\n"))
+            make_private(self.path / "new" / key)
         except OSError as e:
             raise TransportError(f"cannot write to the outbox {self.path}: {e.strerror}") from e
         return f"saved to {self.path.name}/new/{key}"

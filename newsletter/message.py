@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from email.utils import format_datetime, formataddr
 
 from .config import Settings
 from .dkim import DkimSigner
+from .headers import check_header, check_newsletter_headers, mend_header
 from .render import Personalised, RenderedIssue, unsubscribe_url
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_SLOT = b"XNLTEXTBODYX"
 _HTML_SLOT = b"XNLHTMLBODYX"
 
@@ -69,6 +68,8 @@ class IssueMessages:
         self.settings = settings
         self.sender = settings.sender
         self.signer = signer
+        check_header(f"the title of the post {issue.slug!r}", issue.subject)
+        check_newsletter_headers(settings)
         self._text = EncodedBody(issue.text)
         self._html = EncodedBody(issue.html)
         self._head, self._body_before_text, self._body_between, self._body_after = _skeleton(
@@ -86,7 +87,7 @@ class IssueMessages:
 
     def _build(self, email: str, name: str, token: str, msg_id: str) -> Envelope:
         # Checked where they enter; this guards headers against rows written by other means.
-        name, email = _CONTROL.sub(" ", name), _CONTROL.sub("", email)
+        name, email = mend_header(name), mend_header(email, "")
         personal = (
             f"To: {formataddr((name, email), charset='utf-8')}\r\n"
             f"Message-ID: {msg_id}\r\n"

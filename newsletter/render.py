@@ -109,6 +109,11 @@ def load_template(env: jinja2.Environment, name: str) -> jinja2.Template:
         raise TemplateError(f"{e.filename or e.name or name}, line {e.lineno}: {e.message}") from e
     except jinja2.TemplateNotFound as e:
         raise TemplateError(f"template {e.name} is missing from {_search_path(env)}") from e
+    except UnicodeDecodeError as e:
+        raise TemplateError(
+            f"template {name} in {_search_path(env)} is not UTF-8 text (byte {e.start}); "
+            "save it as UTF-8"
+        ) from e
 
 
 def render_template(env: jinja2.Environment, name: str, context: Mapping[str, object]) -> str:
@@ -122,6 +127,10 @@ def render_template(env: jinja2.Environment, name: str, context: Mapping[str, ob
     except jinja2.TemplateError as e:
         where = _template_line(e.__traceback__, env)
         raise TemplateError(f"{where or name}: {e}") from e
+    except UnicodeDecodeError as e:  # a template it extends or includes, loaded only now
+        raise TemplateError(
+            f"a template that {name} uses is not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
 
 
 def _search_path(env: jinja2.Environment) -> str:

@@ -34,6 +34,7 @@ from .mailer import Transport, open_transport
 from .message import IssueMessages
 from .posts import Post
 from .render import RenderedIssue, render_issue, template_environment
+from .send_lock import send_lock as hold_send_lock
 from .tokens import ReaderTokens
 
 Outcome = Literal["sent", "failed", "bounced", "skipped"]
@@ -124,7 +125,7 @@ def send_post(
         if dry_run:
             _dry_run(db, post.slug, messages, tokens, report, progress)
         else:
-            with send_lock(settings.db_path):
+            with hold_send_lock(settings.db_path):
                 store.mark_interrupted_sends(db)
                 store.queue_deliveries(db, post.slug)
                 report.due = store.count_outstanding(db, post.slug)

@@ -22,12 +22,16 @@ from .addresses import clean_name, normalise_address
 from .config import Settings
 from .dkim import signer_from_settings
 from .errors import NotOnList, SubscriberError
+from .headers import check_newsletter_headers
 from .mailer import Transport, open_transport
 from .message import Envelope, IssueMessages
 from .render import render_template, render_welcome, template_environment
 from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderTokens
 
-SubscribeOutcome = Literal["sent", "already active", "too soon"]
+SubscribeOutcome = Literal["sent", "already active", "too soon", "removed by the author"]
+# The unsubscribes a reader may undo from their own link: the ones they made themselves. The
+# author's removal (for cause) is not theirs to undo; nor one whose reason is unknown.
+READER_UNDOABLE_REASONS = frozenset({"reader", "email"})
 TransportFactory = Callable[[Settings], Transport]
 MAX_USER_AGENT_LENGTH = 400
 
@@ -79,9 +83,13 @@ def request_subscription(
     expired = datetime.now(UTC) - timedelta(seconds=CONFIRM_MAX_AGE_SECONDS)
     store.purge_unconfirmed(db, expired.isoformat(timespec="seconds"))
     subscriber = store.add_pending_subscriber(db, address, clean)
+    # Built (rendered and signed: the costly part) for every address, wanted or not, so the
+    # work behind an answer does not tell a reader on the list from a newcomer.
+    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))
     if subscriber.status == "active":
         return "already active"
-    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))
+    if removed_by_author(subscriber):
+        return "removed by the author"
     last_allowed = datetime.now(UTC) - confirmation_interval(settings)
     if not store.claim_confirmation(
         db, subscriber.id, last_allowed=last_allowed.isoformat(timespec="seconds")
@@ -98,6 +106,7 @@ def request_subscription(
 def confirmation_email(settings: Settings, subscriber: store.Subscriber, token: str) -> Envelope:
     """The email with the confirm link, from templates/confirm_email.txt and .html."""
     sender = settings.sender
+    check_newsletter_headers(settings)
     env = template_environment(settings.templates_dir)
     context = {
         "newsletter": {
@@ -110,7 +119,8 @@ def confirmation_email(settings: Settings, subscriber: store.Subscriber, token: 
     }
     message = EmailMessage(policy=policy.SMTP)
     message["From"] = sender
-    message["To"] = Address(display_name=subscriber.name, addr_spec=subscriber.email)
+    # The address alone: a name typed into the form is nobody's until the link is followed.
+    message["To"] = Address(addr_spec=subscriber.email)
     message["Subject"] = f"Confirm your subscription to {settings.title}"
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=sender.domain)
@@ -146,9 +156,13 @@ class Confirmation:
 def confirm(db: Database, tokens: ReaderTokens, token: str, visitor: Visitor) -> Confirmation:
     """The reader pressed the button behind the emailed link: active, with consent recorded."""
     subscriber = reader_from_confirm_link(db, tokens, token)
+    if removed_by_author(subscriber):  # a link emailed before the author took them off
+        raise SubscriberError(_REMOVED_BY_AUTHOR)
     first_time = False
     if subscriber.status != "active":  # again is harmless and keeps the first consent
-        first_time = store.activate_subscriber(db, subscriber.id, visitor.consent())
+        first_time = store.activate_subscriber(
+            db, subscriber.id, visitor.consent(), confirmed_request=True
+        )
     return Confirmation(_reader(db, subscriber.id), first_time)
 
 
@@ -209,6 +223,8 @@ def resubscribe(
 ) -> store.Subscriber:
     """Undo an unsubscribe from the same link; anything else needs the confirmed subscribe form."""
     subscriber = reader_from_unsubscribe_link(db, tokens, token)
+    if subscriber.status == "unsubscribed" and not may_resubscribe(subscriber):
+        raise SubscriberError(_REMOVED_BY_AUTHOR if removed_by_author(subscriber) else _USE_FORM)
     if subscriber.status == "unsubscribed":
         store.activate_subscriber(db, subscriber.id, visitor.consent())
     elif subscriber.status != "active":
@@ -217,6 +233,22 @@ def resubscribe(
             "subscribe again with the form, which confirms the address by email"
         )
     return _reader(db, subscriber.id)
+
+
+_REMOVED_BY_AUTHOR = "the author took this address off the list; write to them to come back"
+_USE_FORM = (
+    "this address cannot be resubscribed from this link; subscribe again with the form, which "
+    "confirms the address by email"
+)
+
+
+def removed_by_author(subscriber: store.Subscriber) -> bool:
+    return subscriber.status == "unsubscribed" and subscriber.status_reason == "author"
+
+
+def may_resubscribe(subscriber: store.Subscriber) -> bool:
+    """Whether the Resubscribe button may bring this unsubscribed reader back."""
+    return subscriber.status_reason in READER_UNDOABLE_REASONS
 
 
 def _reader(db: Database, subscriber_id: int) -> store.Subscriber:

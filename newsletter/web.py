@@ -15,19 +15,26 @@ import mimetypes
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import jinja2
 from markupsafe import Markup
 from sqlite_utils import Database
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 from . import db as store
@@ -35,6 +42,7 @@ from . import subscribe
 from .addresses import clean_name, mask_address, normalise_address
 from .archive import online_posts
 from .atom import FEED_PATH, atom_feed
+from .background import WorkQueue
 from .config import Settings
 from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
@@ -42,6 +50,7 @@ from .posts import Post
 from .render import load_template, post_html, render_template, template_environment
 from .sender import reader_tokens
 from .tokens import ReaderTokens
+from .weblog import redact_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ SUBSCRIBE_FORM = "web: subscribe form, confirmed by the emailed link"
 RESUBSCRIBE_FORM = "web: resubscribe button after unsubscribing"
 MAX_BODY_BYTES = 64 * 1024
 MAX_TRACKED_CLIENTS = 10_000
+SHUTDOWN_WAIT_SECONDS = 30.0
 # Checked at start-up; base.html and style.css too, or their absence shows only as a 500.
 TEMPLATES = (
     "web/base.html",
@@ -99,7 +109,14 @@ def create_app(settings: Settings) -> Starlette:
     finally:
         db.close()
     site = _Site(settings, env, tokens)
-    return Starlette(
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # Stopping (Ctrl+C): the confirmation emails already promised go out first.
+        await run_in_threadpool(site.emails.drain, SHUTDOWN_WAIT_SECONDS)
+
+    app = Starlette(
         routes=[
             Route("/", site.home, methods=["GET"]),
             Route("/subscribe", site.subscribe, methods=["POST"]),
@@ -108,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/unsubscribe/{token}", site.unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", site.unsubscribe, methods=["POST"]),
             Route("/resubscribe/{token}", site.resubscribe, methods=["POST"]),
+            Route("/posts", site.posts_without_slash, methods=["GET"]),
             Route("/posts/", site.posts, methods=["GET"]),
             Route("/posts/{slug}", site.post, methods=["GET"]),
             Route("/posts/{slug}/{path:path}", site.post_file, methods=["GET"]),
@@ -122,7 +140,11 @@ def create_app(settings: Settings) -> Starlette:
             Exception: site.failure,
         },
         max_body_size=MAX_BODY_BYTES,
+        lifespan=lifespan,
     )
+    # Starlette's own slash redirect writes the Host header into Location; ours is relative.
+    app.router.redirect_slashes = False
+    return app
 
 
 def _check_templates(env: jinja2.Environment, settings: Settings) -> None:
@@ -144,33 +166,54 @@ class ClientLimiter:
     Memory is enough here: the per-address limit, kept in the database, is what protects an
     inbox; this one slows a single client spraying many addresses. An IPv6 client counts by
     its /64, which one machine usually holds whole.
+
+    It runs on the event loop, so each request costs the same however many clients it holds:
+    clients are kept in the order they were last seen, idle ones leave from the front as
+    their hour ends, and past `max_clients` the one seen longest ago makes room.
     """
 
     def __init__(
-        self, limit: int, window: float = 3600.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_TRACKED_CLIENTS,
     ) -> None:
         self.limit = limit
         self.window = window
+        self.max_clients = max_clients
         self._clock = clock
-        self._hits: dict[str, list[float]] = {}
+        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._hits)
 
     def allow(self, client: str) -> bool:
         key = _client_key(client)
         now = self._clock()
         with self._lock:
-            recent = [t for t in self._hits.get(key, []) if now - t < self.window]
-            allowed = len(recent) < self.limit
+            self._forget_idle(now)
+            hits = self._hits.get(key)
+            if hits is None:
+                if len(self._hits) >= self.max_clients:
+                    self._hits.popitem(last=False)
+                hits = self._hits[key] = deque(maxlen=self.limit)
+            while hits and now - hits[0] >= self.window:
+                hits.popleft()
+            allowed = len(hits) < self.limit
             if allowed:
-                recent.append(now)
-            self._hits[key] = recent
-            if len(self._hits) > MAX_TRACKED_CLIENTS:
-                self._hits = {
-                    k: hits
-                    for k, hits in self._hits.items()
-                    if hits and now - hits[-1] < self.window
-                }
+                hits.append(now)
+            self._hits.move_to_end(key)
         return allowed
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop clients from the front while the one there has no request in the window."""
+        while self._hits:
+            hits = next(iter(self._hits.values()))
+            if hits and now - hits[-1] < self.window:
+                return
+            self._hits.popitem(last=False)
 
 
 def _client_key(host: str) -> str:
@@ -208,6 +251,7 @@ class _Site:
         self.env = env
         self.tokens = tokens
         self.limiter = ClientLimiter(settings.subscribe_limit_per_hour)
+        self.emails = WorkQueue("newsletter emails to readers")  # confirmations and welcomes
         self.newsletter = {
             "title": settings.title,
             "base_url": settings.base_url,
@@ -338,11 +382,11 @@ class _Site:
             "Open the link and press the button to start receiving the posts. Nothing after a "
             "few minutes? Look in the spam folder.",
         )
-        response.background = BackgroundTask(self.send_confirmation, address, clean)
+        self.emails.submit(self.send_confirmation, address, clean)
         return response
 
     def send_confirmation(self, address: str, name: str) -> None:
-        """Runs after the answer has gone, so its duration tells nobody if the address is known."""
+        """Runs in the queue's thread, so its duration tells nobody if the address is known."""
         try:
             outcome = self.with_db(
                 lambda db: subscribe.request_subscription(
@@ -371,7 +415,7 @@ class _Site:
         )
         response = self.confirmed(confirmation.reader)
         if confirmation.first_time:
-            response.background = BackgroundTask(self.send_welcome, confirmation.reader)
+            self.emails.submit(self.send_welcome, confirmation.reader)
         return response
 
     def send_welcome(self, reader: store.Subscriber) -> None:
@@ -402,7 +446,12 @@ class _Site:
             lambda db: subscribe.reader_from_unsubscribe_link(db, self.tokens, token)
         )
         template = "unsubscribed.html" if reader.status == "unsubscribed" else "unsubscribe.html"
-        return self.page(template, token=token, masked_address=mask_address(reader.email))
+        return self.page(
+            template,
+            token=token,
+            masked_address=mask_address(reader.email),
+            can_resubscribe=subscribe.may_resubscribe(reader),
+        )
 
     async def unsubscribe(self, request: Request) -> Response:
         """The button and RFC 8058 one-click alike: the signed link is the authority, so the body
@@ -411,7 +460,10 @@ class _Site:
         token = request.path_params["token"]
         reader = await self.in_db(lambda db: subscribe.unsubscribe(db, self.tokens, token))
         return self.page(
-            "unsubscribed.html", token=token, masked_address=mask_address(reader.email)
+            "unsubscribed.html",
+            token=token,
+            masked_address=mask_address(reader.email),
+            can_resubscribe=subscribe.may_resubscribe(reader),
         )
 
     async def resubscribe(self, request: Request) -> Response:
@@ -428,6 +480,9 @@ class _Site:
     def online(self, db: Database) -> list[Post]:
         """Posts readers may read (sent or published without a send), newest first."""
         return online_posts(self.settings, db)
+
+    async def posts_without_slash(self, request: Request) -> Response:
+        return RedirectResponse("/posts/")
 
     async def posts(self, request: Request) -> Response:
         posts = await self.in_db(self.online)
@@ -507,7 +562,7 @@ class _Site:
     async def failure(self, request: Request, exc: Exception) -> Response:
         """Anything else: a plain apology for the visitor, the reason in the server's log."""
         if isinstance(exc, NewsletterError):  # others are logged with their traceback by uvicorn
-            logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+            logger.error("%s %s failed: %s", request.method, redact_tokens(request.url.path), exc)
         try:
             return self.notice(
                 "Something went wrong",

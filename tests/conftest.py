@@ -284,7 +284,7 @@ def start_server(smtp_project: Path) -> Iterator[Callable[..., LiveServer]]:
             log_config=None,
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # as `serve` runs it: stopping waits for queued confirmation emails
             forwarded_allow_ips="127.0.0.1",  # tests play other clients with X-Forwarded-For
         )
         server = uvicorn.Server(config)

@@ -29,7 +29,16 @@ COMPLETE = {
     "DKIM_DOMAIN": "cpnotes.org.uk",
     "SMTP_HOST": "smtp.cpnotes.org.uk",
 }
-NAMES = ["From", "DKIM", "DKIM alignment", "Base URL", "Secret key", "Postal address", "SMTP"]
+NAMES = [
+    "From",
+    "DKIM",
+    "DKIM alignment",
+    "Base URL",
+    "Secret key",
+    "Postal address",
+    "SMTP",
+    "Permissions",
+]
 
 
 @pytest.fixture
@@ -37,6 +46,7 @@ def complete(project: Path) -> Path:
     """A newsletter set up as the rules ask, with a real 2048-bit key."""
     generate_key(project / "dkim.key", "news", "cpnotes.org.uk")
     write_env(project, **COMPLETE)
+    (project / ".env").chmod(0o600)  # as `init` writes it
     return project
 
 
@@ -84,6 +94,7 @@ def test_a_bare_setup_says_what_is_missing_and_exits_1(tmp_path: Path) -> None:
         "warning  Secret key      none yet: one is made at the first send and kept in the database; or set NEWSLETTER_SECRET_KEY",
         "missing  Postal address  NEWSLETTER_POSTAL_ADDRESS is not set; CAN-SPAM asks for one in every bulk email",
         "warning  SMTP            NEWSLETTER_SMTP_HOST is not set: mail goes to the outbox, not to readers",
+        "ok       Permissions     the database, .env and DKIM key are owner-only",
         "4 missing, 2 warnings: bulk mail is not ready to go out",
     ]
     assert not (bare / "newsletter.db").exists()  # a check changes nothing
