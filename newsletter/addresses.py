@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
@@ -44,3 +46,44 @@ def mask_address(email: str) -> str:
     """j***@example.org: enough for a reader to recognise, too little for a passer-by."""
     local, _, domain = email.partition("@")
     return f"{local[:1]}{'*' * max(len(local) - 1, 3)}@{domain}"
+
+
+# The domains most readers' addresses are at; one letter off from these is likely a typo.
+COMMON_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "ymail.com",
+    "mail.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "outlook.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "protonmail.com",
+    "proton.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "btinternet.com",
+    "comcast.net",
+)
+
+
+@functools.lru_cache(maxsize=65536)
+def suggest_domain(domain: str) -> str | None:
+    """A common domain that `domain` is probably a typo of (gmial.com: gmail.com), or None.
+
+    Only a suggestion: the address is never changed, since a real domain can look like a typo.
+    """
+    domain = domain.lower()
+    if domain in COMMON_DOMAINS:
+        return None
+    close = difflib.get_close_matches(domain, COMMON_DOMAINS, n=1, cutoff=0.85)
+    return close[0] if close else None
