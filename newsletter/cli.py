@@ -622,9 +622,8 @@ def serve(
     # Imported here: only `serve` needs the web stack, and every other command starts faster.
     import uvicorn
 
-    from .web import create_app
-
     from .listen import listening_socket
+    from .web import create_app
 
     settings = _settings()
     application = create_app(settings)
