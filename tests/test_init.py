@@ -93,7 +93,17 @@ def test_the_built_wheel_works_in_a_fresh_venv_outside_the_repo(tmp_path: Path) 
     """Not editable, no checkout: the wheel alone must carry the templates."""
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
         check=True,
         cwd=tmp_path,
     )
@@ -135,7 +145,9 @@ def test_the_built_wheel_works_in_a_fresh_venv_outside_the_repo(tmp_path: Path) 
         check=True,
     ).stdout
     assert where.startswith(str(env_dir)), where  # the installed copy, not the checkout
-    newsletter("init", "news", "--title", "Wheel News", "--from", "Jane <jane@example.org>", cwd=work)
+    newsletter(
+        "init", "news", "--title", "Wheel News", "--from", "Jane <jane@example.org>", cwd=work
+    )
     news = work / "news"
     newsletter("subscribers", "add", "ann@example.org", cwd=news)
     assert "Sent 1, failed 0" in newsletter("send", "--yes", cwd=news)
