@@ -165,10 +165,13 @@ class Layout:
     def row(self, record: Sequence[str]) -> Row:
         """The row's meaning; RowError when a value cannot be understood."""
 
+        size = len(record)
+
         def cell(index: int | None) -> str:
-            if index is None or index >= len(record):
+            if index is None or index >= size:
                 return ""
-            return unescape_cell(record[index].strip())
+            value = record[index].strip()
+            return unescape_cell(value) if value[:1] == "'" else value
 
         def first_of(indices: tuple[int, ...], what: str) -> str | None:
             for index in indices:

@@ -215,7 +215,7 @@ def _import_stream(
     try:
         for record in reader:
             line = reader.line_num
-            if any(len(value) > MAX_FIELD for value in record):
+            if record and max(map(len, record)) > MAX_FIELD:
                 raise ImportFileError(
                     f"{name}, line {line}: a field longer than {MAX_FIELD} characters; "
                     "is this a subscriber list?"
