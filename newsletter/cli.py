@@ -263,6 +263,8 @@ def subscribers_import(
     """
     with _database(_settings()) as db:
         report = subscriber_csv.import_file(db, file, dry_run=dry_run)
+    if report.platforms:
+        typer.echo(f"Read as the export of: {', '.join(sorted(report.platforms))}", err=True)
     for where, reason in report.rejected_lines:
         typer.echo(f"{where}: {reason}", err=True)
     if report.rejected > len(report.rejected_lines):

@@ -296,6 +296,7 @@ def test_a_bad_date_or_status_rejects_the_row_with_its_line(
     )
     result = cli("subscribers", "import", str(csv_file))
     assert result.stderr.splitlines() == [
+        "Read as the export of: beehiiv",
         "line 2: the joining date '24/03/2023' is not a date",
         "line 3: unknown status 'sleeping'",
     ]
