@@ -112,10 +112,6 @@ def import_file(db: Database, path: Path, *, dry_run: bool = False) -> ImportRep
     return report
 
 
-# Kept for callers of the first version: a CSV file, imported.
-import_csv = import_file
-
-
 def _sources(path: Path, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], bool]]:
     """The CSV streams in `path`: the file itself, or each CSV inside a ZIP."""
     try:

@@ -4,6 +4,9 @@ where there is no newsletter."""
 from __future__ import annotations
 
 import os
+import pty
+import select
+import shutil
 import stat
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from newsletter.config import load_settings
 from .conftest import REPO
 
 
-def run(*args: str, cwd: Path | None = None):
+def run(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
@@ -50,6 +53,32 @@ def test_init_makes_a_working_newsletter_and_never_overwrites(tmp_path: Path) ->
     assert (news / "templates" / "email.txt").read_text() == "mine"
     assert (news / ".env").read_text() == "NEWSLETTER_TITLE=Mine\n"
     assert not (news / "newsletter.db").exists()
+
+
+def test_init_asks_the_title_and_from_address_at_a_terminal(tmp_path: Path) -> None:
+    """Run as a person would, on a real pseudo-terminal, answering the two questions."""
+    news = tmp_path / "news"
+    script = Path(sys.executable).parent / "newsletter"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, its stdin and stdout a terminal
+        os.execv(script, [str(script), "init", str(news)])
+    seen = b""
+    for answer in (b"Pty News\n", b"Jane <jane@example.org>\n", None):
+        while select.select([fd], [], [], 10)[0]:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # the child has finished
+                break
+            seen += chunk
+            if seen.rstrip().endswith(b":"):
+                break
+        if answer:
+            os.write(fd, answer)
+            seen = b""
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    settings = load_settings(news, environ={})
+    assert (settings.title, str(settings.sender)) == ("Pty News", "Jane <jane@example.org>")
 
 
 def test_init_without_a_from_address_says_what_to_set(tmp_path: Path) -> None:
@@ -91,6 +120,13 @@ def test_commands_where_there_is_no_newsletter_stop_in_one_line(
 @pytest.mark.slow
 def test_the_built_wheel_works_in_a_fresh_venv_outside_the_repo(tmp_path: Path) -> None:
     """Not editable, no checkout: the wheel alone must carry the templates."""
+    # Built from a clean copy: setuptools' build/ folder in a checkout can hold stale files.
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__"),
+    )
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
@@ -102,7 +138,7 @@ def test_the_built_wheel_works_in_a_fresh_venv_outside_the_repo(tmp_path: Path) 
             "--no-deps",
             "-w",
             str(wheels),
-            str(REPO),
+            str(source),
         ],
         check=True,
         cwd=tmp_path,
