@@ -31,7 +31,7 @@ from . import db as store
 from . import subscriber_csv
 from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
-from .errors import ConfigError, NewsletterError, SubscriberError
+from .errors import ConfigError, NewsletterError
 from .posts import find_post, load_posts
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ def subscribers_add(
     Adding someone already active is not an error, so the command can be run again.
     """
     address, clean = normalise_address(email), clean_name(name)
+    settings = _settings()
     suggestion = suggest_domain(address.rsplit("@", 1)[1])
     if suggestion is not None:
         typer.echo(
@@ -170,22 +171,17 @@ def subscribers_add(
             f"`newsletter subscribers delete {address}` undoes it",
             err=True,
         )
-    with _database(_settings()) as db:
-        existing = store.get_subscriber(db, address)
-        if existing is None:
-            subscriber = store.add_subscriber(db, address, clean, source="cli")
-            typer.echo(f"Added {subscriber.email}")
-        elif existing.status == "active":
-            typer.echo(f"{existing.email} is already on the list (active); nothing to do")
-        elif resubscribe:
-            store.resubscribe_by_author(db, existing.id)
-            typer.echo(f"Resubscribed {existing.email} (recorded as your action, {store.now()})")
-        else:
-            since = existing.status_changed_at[:10]
-            raise SubscriberError(
-                f"{existing.email} is {existing.status} (since {since}); only with their fresh "
-                f"consent: newsletter subscribers add {existing.email} --resubscribe"
-            )
+    with _database(settings) as db:
+        outcome, subscriber = store.add_by_author(db, address, clean, resubscribe=resubscribe)
+    if outcome == "added":
+        typer.echo(f"Added {subscriber.email}")
+    elif outcome == "already active":
+        typer.echo(f"{subscriber.email} is already on the list (active); nothing to do")
+    else:
+        typer.echo(
+            f"Resubscribed {subscriber.email} (recorded as your action, "
+            f"{subscriber.status_changed_at})"
+        )
 
 
 @subscribers_app.command("remove")

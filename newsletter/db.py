@@ -322,12 +322,31 @@ def set_status(
     )
 
 
-def resubscribe_by_author(db: Database, subscriber_id: int) -> None:
-    """The author makes active again someone who left (`subscribers add --resubscribe`): the
-    reason "author" and the time say whose decision it was; the bounce count starts again."""
+AddOutcome = Literal["added", "already active", "resubscribed"]
+
+
+def add_by_author(
+    db: Database, email: str, name: str, *, resubscribe: bool = False
+) -> tuple[AddOutcome, Subscriber]:
+    """`subscribers add`: a new reader, active at once; one already active, left as they are
+    (so the command can be run again); one who left (unsubscribed, bounced, complained, or
+    pending a confirmation) only with `resubscribe`, recorded as the author's action with the
+    time, the bounce count starting again."""
+    existing = get_subscriber(db, email)
+    if existing is None:
+        return "added", add_subscriber(db, email, name, source="cli")
+    if existing.status == "active":
+        return "already active", existing
+    if not resubscribe:
+        raise SubscriberError(
+            f"{existing.email} is {existing.status} (since {existing.status_changed_at[:10]}); "
+            f"only with their fresh consent: newsletter subscribers add {existing.email} "
+            "--resubscribe"
+        )
     with db.atomic():
-        set_status(db, subscriber_id, "active", "author")
-        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])
+        set_status(db, existing.id, "active", "author")
+        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [existing.id])
+    return "resubscribed", require_subscriber(db, existing.email)
 
 
 def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
