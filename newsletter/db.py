@@ -564,12 +564,14 @@ def merge_imported(
                     r.tags,
                 )
             )
-        elif here[0] > last_old_id:
-            outcomes.append("repeated")
         elif r.status in SUPPRESSED and here[1] in ("active", "pending"):
+            # Also when the address came earlier in this import (an export of several
+            # audiences): if it says anywhere that they left, they left.
             found[key] = (here[0], r.status)
             outcomes.append("left")
-            leaving.append((r.status, stamp, r.reason or "import", r.left_at or stamp, here[0]))
+            leaving.append((r.status, stamp, r.reason or "import", r.left_at or stamp, r.email))
+        elif here[0] > last_old_id:
+            outcomes.append("repeated")
         else:
             outcomes.append("kept")
     db.conn.executemany(
@@ -580,7 +582,7 @@ def merge_imported(
     )
     db.conn.executemany(
         "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?,"
-        " left_at = coalesce(left_at, ?) WHERE id = ?",
+        " left_at = coalesce(left_at, ?) WHERE email = ?",
         leaving,
     )
     return outcomes

@@ -220,6 +220,30 @@ def test_leaving_wins_and_joining_never_revives(cli: Cli, project: Path) -> None
     )
 
 
+def test_leaving_anywhere_in_an_import_wins(cli: Cli, project: Path, tmp_path: Path) -> None:
+    """An export of two audiences: subscribed in one, unsubscribed from the other."""
+    archive = tmp_path / "account-export.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr(
+            "audience-a/subscribed.csv", (FIXTURES / "mailchimp_subscribed.csv").read_bytes()
+        )
+        unsubscribed = (FIXTURES / "mailchimp_unsubscribed.csv").read_text()
+        out.writestr("audience-b/unsubscribed.csv", unsubscribed.replace("carol@", "ann@"))
+    result = cli("subscribers", "import", str(archive))
+    assert result.stdout == (
+        "Added 2 active, 1 unsubscribed, 0 bounced; marked 1 who left there as left here; "
+        "kept 0 already on the list; rejected 0\n"
+    )
+    found = readers(project)
+    assert (found["ann@example.org"].status, found["bob@example.org"].status) == (
+        "unsubscribed",
+        "active",
+    )
+    again = cli("subscribers", "import", str(archive))
+    assert "marked" not in again.stdout and again.stdout.endswith("rejected 0\n")
+    assert readers(project) == found
+
+
 def test_suppressed_rows_come_back_only_by_the_authors_explicit_resubscribe(
     cli: Cli, project: Path
 ) -> None:
