@@ -31,7 +31,7 @@ from sqlite_utils import Database
 
 from . import db as store
 from . import subscriber_csv
-from .addresses import clean_name, normalise_address
+from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, PostError, environment_failure
 from .posts import Post, check_images, find_post
@@ -96,6 +96,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"newsletter {version('newsletter')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     directory: Annotated[
@@ -103,12 +111,20 @@ def main(
         typer.Option("--directory", "-C", help="The newsletter directory (default: here)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_show_version),
+    ] = False,
 ) -> None:
     _invocation.set(_Invocation(directory=directory, debug=debug))
 
 
 def _settings() -> Settings:
-    return load_settings(_invocation.get().directory)
+    from .scaffold import require_newsletter
+
+    settings = load_settings(_invocation.get().directory)
+    require_newsletter(settings)  # never a stray database in the wrong folder
+    return settings
 
 
 @contextmanager
@@ -144,12 +160,38 @@ def _json_line(record: dict[str, Any]) -> None:
 def subscribers_add(
     email: Annotated[str, typer.Argument(help="The reader's address.")],
     name: Annotated[str, typer.Option("--name", "-n", help="The reader's name.")] = "",
+    resubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--resubscribe",
+            help="Make active again someone who left or bounced (on their fresh request).",
+        ),
+    ] = False,
 ) -> None:
-    """Add a reader to the list (active at once: you vouch for their consent)."""
+    """Add a reader to the list (active at once: you vouch for their consent).
+
+    Adding someone already active is not an error, so the command can be run again.
+    """
     address, clean = normalise_address(email), clean_name(name)
-    with _database(_settings()) as db:
-        subscriber = store.add_subscriber(db, address, clean, source="cli")
-    typer.echo(f"Added {subscriber.email}")
+    settings = _settings()
+    suggestion = suggest_domain(address.rsplit("@", 1)[1])
+    if suggestion is not None:
+        typer.echo(
+            f"Warning: {address}: did you mean @{suggestion}? Added as typed; "
+            f"`newsletter subscribers delete {address}` undoes it",
+            err=True,
+        )
+    with _database(settings) as db:
+        outcome, subscriber = store.add_by_author(db, address, clean, resubscribe=resubscribe)
+    if outcome == "added":
+        typer.echo(f"Added {subscriber.email}")
+    elif outcome == "already active":
+        typer.echo(f"{subscriber.email} is already on the list (active); nothing to do")
+    else:
+        typer.echo(
+            f"Resubscribed {subscriber.email} (recorded as your action, "
+            f"{subscriber.status_changed_at})"
+        )
 
 
 @subscribers_app.command("remove")
@@ -212,23 +254,42 @@ def subscribers_list(
 @subscribers_app.command("import")
 @reports_errors
 def subscribers_import(
-    file: Annotated[Path, typer.Argument(help="A CSV: Mailchimp, Substack, Buttondown or plain.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV or ZIP export: Mailchimp, Substack, Buttondown, Ghost, listmonk, "
+            "beehiiv, Kit, MailerLite, this tool's own, or plain email[,name]."
+        ),
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check and count, change nothing.")
     ] = False,
 ) -> None:
-    """Import readers from a CSV; addresses already on the list are left as they are."""
+    """Import readers with the status their platform gives them; nobody who left is mailed.
+
+    Who unsubscribed, bounced or complained there is kept here as left, so that no later
+    import, form or `add` brings them back unasked; who is waiting to confirm stays pending.
+    Someone who left here stays left whatever the file says; someone the file says left is
+    marked so here.
+    """
     with _database(_settings()) as db:
-        report = subscriber_csv.import_csv(db, file, dry_run=dry_run)
-    for line, reason in report.rejected[:50]:
-        typer.echo(f"line {line}: {reason}", err=True)
-    if len(report.rejected) > 50:
-        typer.echo(f"... and {len(report.rejected) - 50} more rejected lines", err=True)
-    verb = "Would add" if dry_run else "Added"
-    typer.echo(
-        f"{verb} {report.added}, skipped {report.skipped} already on the list, "
-        f"rejected {len(report.rejected)}"
-    )
+        report = subscriber_csv.import_file(db, file, dry_run=dry_run)
+    if report.platforms:
+        typer.echo(f"Read as the export of: {', '.join(sorted(report.platforms))}", err=True)
+    for where, reason in report.rejected_lines:
+        typer.echo(f"{where}: {reason}", err=True)
+    if report.rejected > len(report.rejected_lines):
+        typer.echo(
+            f"... and {report.rejected - len(report.rejected_lines)} more rejected lines",
+            err=True,
+        )
+    for where, address, domain in report.typo_lines:
+        typer.echo(f"{where}: {address}: did you mean @{domain}? (imported as typed)", err=True)
+    if report.typos > len(report.typo_lines):
+        typer.echo(f"... and {report.typos - len(report.typo_lines)} more likely typos", err=True)
+    for skipped in report.skipped_files:
+        typer.echo(f"{skipped}: no email column, skipped", err=True)
+    typer.echo(report.summary())
 
 
 @subscribers_app.command("export")
@@ -240,20 +301,31 @@ def subscribers_export(
         typer.Option("--email", help="One person: everything kept about them, as JSON."),
     ] = None,
 ) -> None:
-    """Export every reader as CSV (imports back unchanged), or one person's data as JSON."""
+    """Export every reader as CSV (imports back unchanged), or one person's data as JSON.
+
+    A file written is readable by you only; cells a spreadsheet would run as formulas start
+    with a single quote.
+    """
     if email is not None:
         with _database(_settings()) as db:
             data = store.personal_data(db, normalise_address(email))
         document = json.dumps(data.as_dict(), ensure_ascii=False, indent=2) + "\n"
-        if _output(document, file):
-            typer.echo(f"Exported what is kept about {data.email} to {file}", err=True)
+        if file is None:
+            typer.echo(document, nl=False)
+            return
+        try:
+            with subscriber_csv.private_file(file) as out:
+                out.write(document)
+        except OSError as e:
+            raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
+        typer.echo(f"Exported what is kept about {data.email} to {file}", err=True)
         return
     with _database(_settings()) as db:
         if file is None:
             subscriber_csv.export_csv(db, sys.stdout)
             return
         try:
-            with file.open("w", encoding="utf-8", newline="") as out:
+            with subscriber_csv.private_file(file) as out:
                 count = subscriber_csv.export_csv(db, out)
         except OSError as e:
             raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
@@ -478,6 +550,12 @@ def send(
             "address (CAN-SPAM)",
             err=True,
         )
+    if to is not None and dry_run:
+        sender.prepare_issue(settings, post)  # rendered, so a template error shows now
+        typer.echo(
+            f"Dry run: a test copy of “{post.title}” to {normalise_address(to)}; nothing sent"
+        )
+        return
     if to is not None:
         reply = sender.send_test(settings, post, to)
         typer.echo(printable(f"Sent a test copy of “{post.title}” to {to} via {where} ({reply})"))
@@ -627,7 +705,10 @@ def log(
     """Read the send log: a line per post, or a line per reader of one post."""
     with _database(_settings()) as db:
         if slug is None:
-            for post_log in store.post_logs(db).values():
+            logs = store.post_logs(db)
+            if not logs and not as_json:
+                typer.echo("Nothing has been sent yet; `newsletter send` sends the newest post.")
+            for post_log in logs.values():
                 if as_json:
                     _json_line(asdict(post_log))
                 else:
@@ -781,14 +862,130 @@ def serve(
     # Imported here: only `serve` needs the web stack, and every other command starts faster.
     import uvicorn
 
+    from .listen import listening_socket
     from .web import create_app
     from .weblog import log_config
 
     settings = _settings()
     application = create_app(settings)
+    sock = listening_socket(host, port)  # a bad or busy port is one line, before anything starts
     typer.echo(
         f"Serving {settings.title} on http://{host}:{port}/ (links in emails point to "
         f"{settings.base_url}/); Ctrl+C stops",
         err=True,
     )
-    uvicorn.run(application, host=host, port=port, server_header=False, log_config=log_config())
+    server = uvicorn.Server(
+        uvicorn.Config(application, server_header=False, log_config=log_config())
+    )
+    server.run(sockets=[sock])
+
+
+# --- init -----------------------------------------------------------------------------------
+
+
+@app.command("init")
+@reports_errors
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to make it (default: here); made if missing.")
+    ] = Path("."),
+    title: Annotated[str | None, typer.Option("--title", help="The newsletter's name.")] = None,
+    from_address: Annotated[
+        str | None,
+        typer.Option("--from", help="The From address, e.g. 'Jane Author <jane@example.org>'."),
+    ] = None,
+) -> None:
+    """Start a newsletter: posts/ with an example post, templates/, a commented .env, a
+    .gitignore. A file that exists is never overwritten."""
+    from .config import _parse_from
+    from .scaffold import init_newsletter
+
+    if sys.stdin.isatty():
+        title = title or typer.prompt("The newsletter's name", default="My Newsletter")
+        if from_address is None:
+            from_address = typer.prompt("From address (Jane Author <jane@example.org>)")
+    if from_address:
+        _parse_from(from_address)  # a bad address stops here, before any file is written
+    report = init_newsletter(directory, title=title or "My Newsletter", from_address=from_address)
+    where = directory if directory != Path(".") else Path.cwd()
+    if report.made:
+        templates = sum(name.startswith("templates") for name in report.made)
+        made = [name for name in report.made if not name.startswith("templates")]
+        if templates:
+            made.append(f"templates/ ({templates} files)")
+        typer.echo(f"Made in {where}: {', '.join(made)}")
+    if report.kept:
+        typer.echo(f"Kept as they were: {', '.join(report.kept)}")
+    if not from_address:
+        typer.echo("Set NEWSLETTER_FROM in .env before sending.")
+    cd = f"cd {directory} && " if directory != Path(".") else ""
+    typer.echo(
+        f"Next: {cd}newsletter subscribers add you@example.org && "
+        "newsletter send --to you@example.org"
+    )
+
+
+# --- help -----------------------------------------------------------------------------------
+
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "init": ("newsletter init news --title 'Notes' --from 'Jane <jane@example.org>'",),
+    "add": (
+        "newsletter subscribers add ann@example.org --name 'Ann Archer'",
+        "newsletter subscribers add ann@example.org --resubscribe",
+    ),
+    "remove": ("newsletter subscribers remove ann@example.org",),
+    "delete": ("newsletter subscribers delete ann@example.org",),
+    "list": ("newsletter subscribers list", "newsletter subscribers list --status all --json"),
+    "import": (
+        "newsletter subscribers import mailchimp-export.zip --dry-run",
+        "newsletter subscribers import email_list.csv",
+    ),
+    "export": (
+        "newsletter subscribers export readers.csv",
+        "newsletter subscribers export --email ann@example.org",
+    ),
+    "generate": ("newsletter dkim generate --selector news --domain example.org",),
+    "doctor": ("newsletter doctor", "newsletter doctor --smtp"),
+    "posts": ("newsletter posts", "newsletter posts --json"),
+    "preview": ("newsletter preview", "newsletter preview SLUG --text --out issue.txt"),
+    "send": (
+        "newsletter send --dry-run",
+        "newsletter send --to me@example.org",
+        "newsletter send SLUG --yes",
+        "newsletter send --due --yes",
+    ),
+    "pull": (
+        "newsletter pull https://BLOG.blogspot.com/feeds/posts/default",
+        "newsletter pull --send --yes",
+    ),
+    "log": ("newsletter log", "newsletter log SLUG --json"),
+    "serve": ("newsletter serve", "newsletter serve --host 0.0.0.0 --port 8080"),
+}
+
+
+def _add_examples(typer_app: typer.Typer) -> None:
+    """Give each command's --help its examples (kept here, in one table, as commands grow)."""
+    for info in typer_app.registered_commands:
+        name = info.name or (info.callback.__name__ if info.callback else "")
+        examples = EXAMPLES.get(name)
+        if examples and not info.epilog:
+            info.epilog = "Examples:\n\n" + "\n\n".join(f"  {line}" for line in examples)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _add_examples(group.typer_instance)
+
+
+def _flags_without_placeholder() -> None:
+    """A flag takes no value, so its help shows no `<bool>` (Typer's rich help shows one)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_add_examples(app)
+_flags_without_placeholder()

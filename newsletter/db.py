@@ -129,6 +129,19 @@ def m002_public_ids_reasons_archive(db: Database) -> None:
 
 
 @migrations()
+def m003_import_details(db: Database) -> None:
+    """What an imported file knows about a reader: where they came from, from which IP they
+    opted in, when they left there, and their tags or labels (kept as text for later)."""
+    for statement in (
+        "ALTER TABLE subscribers ADD COLUMN platform TEXT",
+        "ALTER TABLE subscribers ADD COLUMN optin_ip TEXT",
+        "ALTER TABLE subscribers ADD COLUMN left_at TEXT",
+        "ALTER TABLE subscribers ADD COLUMN tags TEXT",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m005_feeds(db: Database) -> None:
     """The blog feeds `pull` reads: what each answered last (for conditional requests) and
     every entry already taken, so an entry becomes a post once, however often it is edited.
@@ -251,6 +264,10 @@ class Subscriber:
     public_id: str | None = None
     status_reason: str | None = None
     requested_name: str | None = None
+    platform: str | None = None
+    optin_ip: str | None = None
+    left_at: str | None = None
+    tags: str | None = None
 
 
 @dataclass(frozen=True)
@@ -367,6 +384,33 @@ def set_status(
     return cursor.rowcount == 1
 
 
+AddOutcome = Literal["added", "already active", "resubscribed"]
+
+
+def add_by_author(
+    db: Database, email: str, name: str, *, resubscribe: bool = False
+) -> tuple[AddOutcome, Subscriber]:
+    """`subscribers add`: a new reader, active at once; one already active, left as they are
+    (so the command can be run again); one who left (unsubscribed, bounced, complained, or
+    pending a confirmation) only with `resubscribe`, recorded as the author's action with the
+    time, the bounce count starting again."""
+    existing = get_subscriber(db, email)
+    if existing is None:
+        return "added", add_subscriber(db, email, name, source="cli")
+    if existing.status == "active":
+        return "already active", existing
+    if not resubscribe:
+        raise SubscriberError(
+            f"{existing.email} is {existing.status} (since {existing.status_changed_at[:10]}); "
+            f"only with their fresh consent: newsletter subscribers add {existing.email} "
+            "--resubscribe"
+        )
+    with db.atomic():
+        set_status(db, existing.id, "active", "author")
+        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [existing.id])
+    return "resubscribed", require_subscriber(db, existing.email)
+
+
 def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
     db.execute(
         "UPDATE subscribers SET consent_at = ?, consent_ip = ?, consent_user_agent = ?,"
@@ -471,13 +515,18 @@ def count_subscribers(db: Database, status: str = "active") -> int:
 
 @dataclass(frozen=True)
 class NewSubscriber:
-    """One valid row of an import, ready to insert."""
+    """One valid row of an import, ready to insert, with what the file knew about the reader."""
 
     email: str
     name: str
     status: SubscriberStatus = "active"
     created_at: str | None = None
     source: str = "import"
+    reason: StatusReason | None = None
+    platform: str | None = None
+    optin_ip: str | None = None
+    left_at: str | None = None
+    tags: str | None = None
 
 
 def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_run: bool) -> int:
@@ -507,6 +556,103 @@ def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_r
             db.execute("ROLLBACK")
         raise
     return added
+
+
+# What became of one imported row: a new reader, one already here left as they were, one who
+# is active here but left there (leaving wins: now unsubscribed or bounced here), or an address
+# that came earlier in the same import.
+ImportOutcome = Literal["added", "kept", "left", "repeated"]
+SUPPRESSED: tuple[SubscriberStatus, ...] = ("unsubscribed", "bounced")
+_IN_CHUNK = 500
+IMPORT_CACHE_KIB = 32 * 1024
+
+
+@contextmanager
+def import_transaction(db: Database, *, dry_run: bool) -> Iterator[int]:
+    """One write transaction around a whole import, streamed in batches: it commits only when
+    the file has been read to its end, so a file that turns out unreadable half-way (or a dry
+    run) changes nothing. Yields the last id given before the import: higher ids are its own."""
+    (cache_size,) = db.execute("PRAGMA cache_size").fetchone()
+    # The indexes of a big list grow at random places (email, public id): a cache that holds
+    # them keeps a million-row import from spilling pages to disk again and again.
+    db.execute(f"PRAGMA cache_size = {-IMPORT_CACHE_KIB}")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
+        yield int(row[0]) if row else 0
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    finally:
+        db.execute(f"PRAGMA cache_size = {int(cache_size)}")
+    db.execute("ROLLBACK" if dry_run else "COMMIT")
+
+
+def merge_imported(
+    db: Database, rows: list[NewSubscriber], last_old_id: int
+) -> list[ImportOutcome]:
+    """Merge one batch of imported rows into the list, inside `import_transaction`.
+
+    A new address is added with the status the file gives. One already here keeps its status,
+    except that an active or pending reader the file says has left becomes unsubscribed (or
+    bounced) here: leaving wins, and joining never revives someone who left.
+    """
+    found: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(rows), _IN_CHUNK):
+        chunk = [r.email for r in rows[start : start + _IN_CHUNK]]
+        marks = ", ".join("?" * len(chunk))
+        for subscriber_id, email, status in db.execute(
+            f"SELECT id, email, status FROM subscribers WHERE email IN ({marks})", chunk
+        ):
+            found[email.lower()] = (subscriber_id, status)
+    stamp = now()
+    outcomes: list[ImportOutcome] = []
+    inserts: list[tuple[Any, ...]] = []
+    leaving: list[tuple[Any, ...]] = []
+    for r in rows:
+        key = r.email.lower()
+        here = found.get(key)
+        if here is None:
+            found[key] = (last_old_id + 1, r.status)  # later in this import: a repeat
+            outcomes.append("added")
+            inserts.append(
+                (
+                    r.email,
+                    r.name,
+                    r.status,
+                    r.source,
+                    r.created_at or stamp,
+                    r.left_at if r.status in SUPPRESSED and r.left_at else stamp,
+                    r.reason,
+                    new_public_id(),
+                    r.platform,
+                    r.optin_ip,
+                    r.left_at,
+                    r.tags,
+                )
+            )
+        elif r.status in SUPPRESSED and here[1] in ("active", "pending"):
+            # Also when the address came earlier in this import (an export of several
+            # audiences): if it says anywhere that they left, they left.
+            found[key] = (here[0], r.status)
+            outcomes.append("left")
+            leaving.append((r.status, stamp, r.reason or "import", r.left_at or stamp, r.email))
+        elif here[0] > last_old_id:
+            outcomes.append("repeated")
+        else:
+            outcomes.append("kept")
+    db.conn.executemany(
+        "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at,"
+        " status_reason, public_id, platform, optin_ip, left_at, tags)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        inserts,
+    )
+    db.conn.executemany(
+        "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?,"
+        " left_at = coalesce(left_at, ?) WHERE email = ?",
+        leaving,
+    )
+    return outcomes
 
 
 # --- the send log ---------------------------------------------------------------------------

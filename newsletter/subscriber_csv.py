@@ -1,199 +1,328 @@
-"""Subscriber lists as CSV, in the shapes people have them: Mailchimp, Substack, Buttondown,
-a plain `email[,name]` file, or our own export (which imports back unchanged).
+"""Subscriber lists as CSV, in the shapes people bring them: each platform's export (see
+`platforms`), the ZIP a platform hands out, a plain `email[,name]` file, or our own export
+(which imports back unchanged).
 
-The whole file is read and checked before anything is written, so a file that cannot be read
-(binary junk, a line too long, no email column) changes nothing.
+A file is streamed, a batch of rows at a time, inside one write transaction that commits only
+after its last line: so a million rows fit in little memory, and a file that turns out
+unreadable half-way (binary junk, a line too long, bad UTF-8) still changes nothing.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Iterable
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from sqlite_utils import Database
 
 from . import db as store
-from .addresses import clean_name, normalise_address
+from .addresses import clean_name, normalise_address, suggest_domain
 from .errors import ImportFileError, SubscriberError
+from .platforms import PLAIN, Layout, RowError, escape_cell, recognise
 
-EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at")
-EMAIL_HEADERS = ("email", "email address", "e-mail", "e-mail address", "email_address", "mail")
-NAME_HEADERS = ("name", "full name", "full_name", "display name")
-FIRST_NAME_HEADERS = ("first name", "first_name", "firstname", "fname", "given name")
-LAST_NAME_HEADERS = ("last name", "last_name", "lastname", "lname", "surname", "family name")
-STATUS_HEADERS = ("status",)
-CREATED_HEADERS = ("created_at",)
-# Statuses an import may carry over; "pending" is imported as active only through our export.
-IMPORTABLE_STATUSES = {"active", "unsubscribed", "bounced", "pending"}
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "status",
+    "source",
+    "created_at",
+    "status_reason",
+    "platform",
+    "optin_ip",
+    "left_at",
+    "tags",
+)
 MAX_FIELD = 10_000
+MAX_LINE = 1_000_000
+BATCH = 2_000
+KEPT_DETAILS = 50  # rejected lines and likely typos listed one by one; the rest are counted
+# People who asked Substack to delete them are listed under this domain: never import them.
+DELETION_DOMAIN = "deletion-request.substack.com"
 
 
 @dataclass
 class ImportReport:
-    added: int = 0
-    skipped: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """What an import did (or, dry, would do), counted by outcome."""
+
+    added: Counter[str] = field(default_factory=Counter)  # by status
+    left: int = 0  # active here, left there: now unsubscribed or bounced here
+    kept: int = 0  # already on the list, left as they were
+    deletion_requests: int = 0
+    rejected: int = 0
+    rejected_lines: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+    typos: int = 0
+    typo_lines: list[tuple[str, str, str]] = field(default_factory=list)  # (where, email, domain)
+    skipped_files: list[str] = field(default_factory=list)  # CSVs in a ZIP with no addresses
+    platforms: set[str] = field(default_factory=set)
     dry_run: bool = False
 
+    def reject(self, where: str, why: str) -> None:
+        self.rejected += 1
+        if len(self.rejected_lines) < KEPT_DETAILS:
+            self.rejected_lines.append((where, why))
 
-@dataclass(frozen=True)
-class _Columns:
-    email: int
-    name: int | None = None
-    first: int | None = None
-    last: int | None = None
-    status: int | None = None
-    created: int | None = None
-    source: int | None = None
+    def summary(self) -> str:
+        """One line: `Added 812 active, 97 unsubscribed, 14 bounced; kept 3 already on the
+        list; rejected 2 (lines 17, 230)`."""
+        added = ", ".join(
+            f"{self.added[status]} {status}" for status in ("active", "unsubscribed", "bounced")
+        )
+        if self.added["pending"]:
+            added += f", {self.added['pending']} pending (mailed once they confirm)"
+        parts = [f"{'Would add' if self.dry_run else 'Added'} {added}"]
+        if self.left:
+            parts.append(
+                f"{'would mark' if self.dry_run else 'marked'} {self.left} who left there "
+                "as left here"
+            )
+        parts.append(f"kept {self.kept} already on the list")
+        if self.deletion_requests:
+            parts.append(f"skipped {self.deletion_requests} Substack deletion requests")
+        rejected = f"rejected {self.rejected}"
+        if self.rejected_lines:
+            wheres = [where for where, _ in self.rejected_lines[:10]]
+            if all(where.startswith("line ") for where in wheres):  # not in a ZIP
+                numbers = ", ".join(where.removeprefix("line ") for where in wheres)
+                shown = f"{'line' if self.rejected == 1 else 'lines'} {numbers}"
+            else:
+                shown = ", ".join(wheres)
+            more = ", …" if self.rejected > len(wheres) else ""
+            rejected += f" ({shown}{more})"
+        parts.append(rejected)
+        return "; ".join(parts)
 
 
-def read_csv(path: Path) -> tuple[list[store.NewSubscriber], list[tuple[int, str]]]:
-    """The valid rows and the rejected ones (line number, reason) of a subscriber CSV."""
+def import_file(db: Database, path: Path, *, dry_run: bool = False) -> ImportReport:
+    """Import a CSV, or every CSV in a ZIP, in one transaction (rolled back for a dry run)."""
+    report = ImportReport(dry_run=dry_run)
+    with ExitStack() as stack:
+        sources = _sources(path, stack)
+        with store.import_transaction(db, dry_run=dry_run) as last_old_id:
+            found_any = False
+            for name, stream, in_zip in sources:
+                found_any |= _import_stream(db, stream, name, in_zip, last_old_id, report)
+            if not found_any:
+                raise ImportFileError(f"{path.name} holds no CSV with an email column")
+    return report
+
+
+def _sources(path: Path, stack: ExitStack) -> Iterator[tuple[str, IO[bytes], bool]]:
+    """The CSV streams in `path`: the file itself, or each CSV inside a ZIP."""
     try:
-        raw = path.read_bytes()
+        raw = stack.enter_context(path.open("rb"))
     except OSError as e:
         raise ImportFileError(f"cannot read {path}: {e.strerror}") from e
-    if b"\x00" in raw:
-        raise ImportFileError(f"{path.name} is not a text file (it holds NUL bytes)")
+    if not zipfile.is_zipfile(raw):
+        raw.seek(0)
+        yield path.name, raw, False
+        return
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ImportFileError(
-            f"{path.name} is not UTF-8 text (bad byte at offset {e.start}); export it as CSV UTF-8"
-        ) from e
-    return parse_csv(text, path.name)
+        archive = stack.enter_context(zipfile.ZipFile(raw))
+        members = sorted(
+            info.filename
+            for info in archive.infolist()
+            if not info.is_dir()
+            and info.filename.lower().endswith(".csv")
+            and not info.filename.startswith("__MACOSX/")
+        )
+    except zipfile.BadZipFile as e:
+        raise ImportFileError(f"{path.name} is not a ZIP file I can read: {e}") from e
+    if not members:
+        raise ImportFileError(f"{path.name} holds no CSV files")
+    for member in members:
+        with archive.open(member) as stream:
+            yield f"{path.name}:{member}", stream, True
 
 
-def parse_csv(
-    text: str, name: str = "the file"
-) -> tuple[list[store.NewSubscriber], list[tuple[int, str]]]:
-    if not text.strip():
+def _lines(raw: IO[bytes], name: str) -> Iterator[str]:
+    """The file's lines as text, checked as they come: no NUL bytes, UTF-8, no endless line."""
+    start = raw.read(8192)
+    if b"\x00" in start:  # binary files show a NUL early; text never has one
+        raise ImportFileError(f"{name} is not a text file (it holds NUL bytes)")
+    raw.seek(0)
+    offset = 0
+    first = True
+    while True:
+        line = raw.readline(MAX_LINE)
+        if not line:
+            return
+        if b"\x00" in line:
+            raise ImportFileError(f"{name} is not a text file (it holds NUL bytes)")
+        if len(line) == MAX_LINE and not line.endswith(b"\n"):
+            raise ImportFileError(
+                f"{name} has a line longer than {MAX_LINE:,} bytes; is this a subscriber list?"
+            )
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ImportFileError(
+                f"{name} is not UTF-8 text (bad byte at offset {offset + e.start}); "
+                "export it as CSV UTF-8"
+            ) from e
+        if first:
+            text = text.removeprefix("\ufeff")
+            first = False
+        offset += len(line)
+        yield text
+
+
+def _delimiter(first_line: str) -> str:
+    """Comma, or what a spreadsheet in a comma-decimal locale writes: semicolon (or tab)."""
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _import_stream(
+    db: Database,
+    raw: IO[bytes],
+    name: str,
+    in_zip: bool,
+    last_old_id: int,
+    report: ImportReport,
+) -> bool:
+    """Import one CSV stream; False for a CSV in a ZIP that holds no addresses (skipped)."""
+    lines = _lines(raw, name)
+    head: list[str] = []
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            break
+    if not any(line.strip() for line in head):
+        if in_zip:
+            report.skipped_files.append(name)
+            return False
         raise ImportFileError(f"{name} is empty")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
-    rows: list[store.NewSubscriber] = []
-    rejected: list[tuple[int, str]] = []
-    columns: _Columns | None = None
-    seen: set[str] = set()
+
+    def all_lines() -> Iterator[str]:
+        yield from head
+        yield from lines
+
+    reader = csv.reader(all_lines(), delimiter=_delimiter(head[-1]))
+    layout: Layout | None = None
+    batch: list[tuple[str, store.NewSubscriber]] = []
+    where_prefix = f"{name.split(':', 1)[1]} line " if in_zip else "line "
     try:
         for record in reader:
             line = reader.line_num
-            if any(len(value) > MAX_FIELD for value in record):
+            if record and max(map(len, record)) > MAX_FIELD:
                 raise ImportFileError(
                     f"{name}, line {line}: a field longer than {MAX_FIELD} characters; "
                     "is this a subscriber list?"
                 )
             if not any(value.strip() for value in record):
                 continue
-            if columns is None:
-                columns = _columns(record, name)
-                if columns.email != -1:  # a header row
+            if layout is None:
+                layout = recognise(record)
+                if layout is not None:
+                    if layout.platform:
+                        report.platforms.add(layout.platform)
                     continue
-                columns = _Columns(email=0, name=1)
-            row, reason = _row(record, columns)
-            if row is None:
-                rejected.append((line, reason))
-            elif row.email.lower() in seen:
-                rejected.append((line, f"{row.email} appears earlier in the file"))
-            else:
-                seen.add(row.email.lower())
-                rows.append(row)
+                if "@" not in record[0]:
+                    if in_zip:  # another file of the export (posts, say)
+                        report.skipped_files.append(name)
+                        return False
+                    labels = [h.strip().lower() for h in record]
+                    raise ImportFileError(
+                        f"{name} has no email column: name one 'email' or 'Email Address' "
+                        f"(found: {', '.join(h for h in labels if h) or 'nothing'})"
+                    )
+                layout = PLAIN
+            where = f"{where_prefix}{line}"
+            subscriber = _subscriber(layout, record, where, report)
+            if subscriber is not None:
+                batch.append((where, subscriber))
+                if len(batch) >= BATCH:
+                    _merge(db, batch, last_old_id, report)
+                    batch = []
     except csv.Error as e:
         raise ImportFileError(f"{name}, line {reader.line_num}: {e}") from e
-    return rows, rejected
+    if layout is None:
+        if in_zip:
+            report.skipped_files.append(name)
+            return False
+        raise ImportFileError(f"{name} is empty")
+    if batch:
+        _merge(db, batch, last_old_id, report)
+    return True
 
 
-def _delimiter(text: str) -> str:
-    """Comma, or what a spreadsheet in a comma-decimal locale writes: semicolon (or tab)."""
-    first_line = text.lstrip().split("\n", 1)[0]
-    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-def _columns(header: list[str], name: str) -> _Columns:
-    """Find the columns in a header row; email=-1 means the first row is data, not a header."""
-    labels = [h.strip().strip('"').lower() for h in header]
-
-    def find(names: Iterable[str]) -> int | None:
-        for candidate in names:
-            if candidate in labels:
-                return labels.index(candidate)
-        return None
-
-    email = find(EMAIL_HEADERS)
-    if email is None:
-        if "@" in header[0]:
-            return _Columns(email=-1)
-        raise ImportFileError(
-            f"{name} has no email column: name one 'email' or 'Email Address' "
-            f"(found: {', '.join(h for h in labels if h) or 'nothing'})"
-        )
-    return _Columns(
-        email=email,
-        name=find(NAME_HEADERS),
-        first=find(FIRST_NAME_HEADERS),
-        last=find(LAST_NAME_HEADERS),
-        status=find(STATUS_HEADERS),
-        created=find(CREATED_HEADERS),
-        source=find(("source",)),
-    )
-
-
-def _cell(record: list[str], index: int | None) -> str:
-    if index is None or index >= len(record):
-        return ""
-    return record[index].strip()
-
-
-def _row(record: list[str], columns: _Columns) -> tuple[store.NewSubscriber | None, str]:
+def _subscriber(
+    layout: Layout, record: list[str], where: str, report: ImportReport
+) -> store.NewSubscriber | None:
     try:
-        email = normalise_address(_cell(record, columns.email))
-        if columns.name is not None:
-            name = _cell(record, columns.name)
-        else:
-            name = " ".join(
-                p for p in (_cell(record, columns.first), _cell(record, columns.last)) if p
-            )
-        name = clean_name(name)
-    except SubscriberError as e:
-        return None, str(e)
-    status = _cell(record, columns.status).lower() or "active"
-    if status not in IMPORTABLE_STATUSES:
-        return None, f"unknown status {status!r}"
-    created = _cell(record, columns.created) or None
-    if created is not None:
-        try:
-            datetime.fromisoformat(created)
-        except ValueError:
-            return None, f"created_at {created!r} is not an ISO date"
-    source = _cell(record, columns.source).lower()
+        row = layout.row(record)
+        email = normalise_address(row.email)
+        name = clean_name(row.name)
+    except (RowError, SubscriberError) as e:
+        report.reject(where, str(e))
+        return None
+    domain = email.rsplit("@", 1)[1].lower()
+    if domain == DELETION_DOMAIN:
+        report.deletion_requests += 1
+        return None
+    suggestion = suggest_domain(domain)
+    if suggestion is not None:
+        report.typos += 1
+        if len(report.typo_lines) < KEPT_DETAILS:
+            report.typo_lines.append((where, email, suggestion))
+    status, reason = row.verdict
     return store.NewSubscriber(
         email=email,
         name=name,
-        status=status,  # type: ignore[arg-type]
-        created_at=created,
-        source=source if source in ("cli", "import", "web") else "import",
-    ), ""
+        status=status,
+        created_at=row.created_at,
+        source=row.source if row.source in ("cli", "import", "web") else "import",
+        reason=reason,
+        platform=row.platform,
+        optin_ip=row.optin_ip,
+        left_at=row.left_at,
+        tags=row.tags,
+    )
 
 
-def import_csv(db: Database, path: Path, *, dry_run: bool = False) -> ImportReport:
-    """Add the valid rows of a CSV; addresses already on the list are left as they are."""
-    rows, rejected = read_csv(path)
-    added = store.insert_new_subscribers(db, rows, dry_run=dry_run)
-    return ImportReport(added=added, skipped=len(rows) - added, rejected=rejected, dry_run=dry_run)
+def _merge(
+    db: Database,
+    batch: list[tuple[str, store.NewSubscriber]],
+    last_old_id: int,
+    report: ImportReport,
+) -> None:
+    rows = [subscriber for _, subscriber in batch]
+    outcomes = store.merge_imported(db, rows, last_old_id)
+    for (where, subscriber), outcome in zip(batch, outcomes, strict=True):
+        if outcome == "added":
+            report.added[subscriber.status] += 1
+        elif outcome == "left":
+            report.left += 1
+        elif outcome == "kept":
+            report.kept += 1
+        else:
+            report.reject(where, f"{subscriber.email} appears earlier in the import")
+
+
+def private_file(path: Path) -> TextIO:
+    """Open `path` for writing, readable by its owner only (0600): a list is personal data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the file may have existed with wider permissions
+    return open(fd, "w", encoding="utf-8", newline="")
 
 
 def export_csv(db: Database, out: TextIO) -> int:
-    """Write every reader as CSV; the file imports back to the same list."""
+    """Write every reader as CSV; the file imports back to the same list. A cell that a
+    spreadsheet would run as a formula is prefixed with a single quote (OWASP); `import`
+    takes the quote off again."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for subscriber in store.iter_subscribers(db, "all"):
-        writer.writerow([getattr(subscriber, column) for column in EXPORT_COLUMNS])
+        writer.writerow(
+            [escape_cell(str(getattr(subscriber, column) or "")) for column in EXPORT_COLUMNS]
+        )
         count += 1
     return count

@@ -434,7 +434,7 @@ class _Site:
         return self.notice(
             "You are subscribed",
             f"The next post of {self.settings.title} will come to {mask_address(reader.email)}. "
-            "Every email has a link to unsubscribe in one click.",
+            "Every email has a link to a page where one button unsubscribes you.",
         )
 
     # --- unsubscribe ------------------------------------------------------------------------

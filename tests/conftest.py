@@ -30,6 +30,9 @@ from newsletter.config import Settings, load_settings
 from newsletter.web import create_app
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests' own copy of the five seed posts: the author adding, editing or removing a post in
+# posts/ never changes what the tests see (test_posts checks the real posts/ on its own).
+FIXTURE_POSTS = REPO / "tests" / "fixtures" / "posts"
 FROM = "Jane Author <jane@example.org>"
 
 
@@ -58,10 +61,10 @@ def write_env(directory: Path, **values: object) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A newsletter directory with the real posts and templates and a minimal .env."""
+    """A newsletter directory with the fixture posts, the real templates and a minimal .env."""
     directory = tmp_path / "news"
     directory.mkdir()
-    shutil.copytree(REPO / "posts", directory / "posts")
+    shutil.copytree(FIXTURE_POSTS, directory / "posts")
     shutil.copytree(REPO / "templates", directory / "templates")
     write_env(
         directory,

@@ -18,12 +18,11 @@ def subscribers(project: Path) -> dict[str, store.Subscriber]:
         database.close()
 
 
-def test_add_normalises_and_refuses_a_duplicate(cli: Cli, project: Path) -> None:
+def test_add_normalises_and_is_idempotent(cli: Cli, project: Path) -> None:
     result = cli("subscribers", "add", "  Ann@EXAMPLE.org ", "--name", "Ann Reader")
     assert result.stdout == "Added Ann@example.org\n"
-    again = cli("subscribers", "add", "ann@example.org", ok=False)
-    assert again.exit_code == 1
-    assert again.stderr == "Error: Ann@example.org is already on the list (active)\n"
+    again = cli("subscribers", "add", "ann@example.org")  # the README's first command, rerun
+    assert again.stdout == "Ann@example.org is already on the list (active); nothing to do\n"
     saved = subscribers(project)["Ann@example.org"]
     assert (saved.name, saved.status, saved.source) == ("Ann Reader", "active", "cli")
     assert saved.created_at and saved.status_changed_at
@@ -135,8 +134,11 @@ def test_import_formats(
     found = {email: s.name for email, s in subscribers(project).items()}
     assert found == expected
     assert all(s.source == "import" and s.status == "active" for s in subscribers(project).values())
-    rejected = content.count("not-an-email")
-    assert result.stdout == f"Added 2, skipped 0 already on the list, rejected {rejected}\n"
+    rejected = " (line 3)" if "not-an-email" in content else ""
+    assert (
+        result.stdout
+        == f"Added 2 active, 0 unsubscribed, 0 bounced; kept 0 already on the list; rejected {len(rejected) and 1}{rejected}\n"
+    )
 
 
 def test_import_reports_bad_rows_and_never_reactivates(
@@ -147,12 +149,18 @@ def test_import_reports_bad_rows_and_never_reactivates(
     csv_file = tmp_path / "list.csv"
     csv_file.write_text(MAILCHIMP + "carol@example.org,Carol,\nbob@example.org,Bob,Again\n")
     dry = cli("subscribers", "import", str(csv_file), "--dry-run")
-    assert dry.stdout == "Would add 2, skipped 1 already on the list, rejected 2\n"
+    assert (
+        dry.stdout
+        == "Would add 2 active, 0 unsubscribed, 0 bounced; kept 1 already on the list; rejected 2 (lines 3, 6)\n"
+    )
     assert set(subscribers(project)) == {"ann@example.org"}
     result = cli("subscribers", "import", str(csv_file))
-    assert result.stdout == "Added 2, skipped 1 already on the list, rejected 2\n"
+    assert (
+        result.stdout
+        == "Added 2 active, 0 unsubscribed, 0 bounced; kept 1 already on the list; rejected 2 (lines 3, 6)\n"
+    )
     assert "line 3: 'not-an-email' is not a valid email address" in result.stderr
-    assert "line 6: bob@example.org appears earlier in the file" in result.stderr
+    assert "line 6: bob@example.org appears earlier in the import" in result.stderr
     listed = subscribers(project)
     assert listed["ann@example.org"].status == "unsubscribed"
     assert set(listed) == {"ann@example.org", "bob@example.org", "carol@example.org"}

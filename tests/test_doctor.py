@@ -85,6 +85,8 @@ def test_a_complete_setup_is_all_ok(complete: Path, cli: Cli) -> None:
 def test_a_bare_setup_says_what_is_missing_and_exits_1(tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
+    (bare / ".env").write_text("")  # a newsletter with nothing set (no .env at all: not one)
+    (bare / ".env").chmod(0o600)
     result = Cli(bare, CliRunner())("doctor", ok=False)
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [

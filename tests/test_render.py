@@ -40,7 +40,10 @@ def test_personal_parts_are_filled_per_reader_and_escaped(settings: Settings) ->
     assert "ann@example.org" in html
     assert not any(p in html for p in PLACEHOLDERS.values())
     text = issue.text_for("Ann", "ann@example.org", "TOKEN123")
-    assert "Unsubscribe with one click: https://news.example.org/unsubscribe/TOKEN123" in text
+    assert (
+        "To unsubscribe, open this link and press the button: https://news.example.org/unsubscribe/TOKEN123"
+        in text
+    )
     assert "https://news.example.org/posts/ofsted-joint-inspections" in text
     other = issue.html_for("Bob", "bob@example.org", "OTHER")
     assert "TOKEN123" not in other and "/unsubscribe/OTHER" in other

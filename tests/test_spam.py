@@ -19,11 +19,11 @@ import pytest
 
 from newsletter.posts import load_posts
 
-from .conftest import REPO, Cli, SmtpSink, write_env
+from .conftest import FIXTURE_POSTS, REPO, Cli, SmtpSink, write_env
 
 SPAMASSASSIN = shutil.which("spamassassin")
 MAX_SCORE = 1.0
-SLUGS = [post.slug for post in load_posts(REPO / "posts")]
+SLUGS = [post.slug for post in load_posts(FIXTURE_POSTS)]
 
 pytestmark = [
     pytest.mark.skipif(SPAMASSASSIN is None, reason="spamassassin is not installed"),
