@@ -54,8 +54,9 @@ class Check:
     message: str
 
 
-def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
-    """Every check, in the order a reader of the report fixes them; `smtp` also logs in."""
+def run_checks(settings: Settings, *, smtp: bool = False, imap: bool = False) -> list[Check]:
+    """Every check, in the order a reader of the report fixes them; `smtp` and `imap` also log
+    in to the SMTP server and the bounce mailbox."""
     return [
         check_from(settings),
         *check_dkim(settings),
@@ -63,6 +64,7 @@ def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
         check_secret_key(settings),
         check_postal_address(settings),
         check_smtp(settings, login=smtp),
+        check_bounces(settings, login=imap),
     ]
 
 
@@ -230,6 +232,30 @@ def check_smtp(settings: Settings, *, login: bool) -> Check:
         return Check("SMTP", "ok", transport.check())
     except NewsletterError as e:
         return Check("SMTP", "missing", str(e))
+
+
+def check_bounces(settings: Settings, *, login: bool) -> Check:
+    """Bounces and complaints come back to a mailbox `newsletter bounces` reads (#13)."""
+    if not settings.bounce_address:
+        return Check(
+            "Bounces",
+            "missing" if login else "warning",
+            "NEWSLETTER_BOUNCE_ADDRESS is not set: bounce reports and complaints go to the From "
+            "address and nothing reads them; dead addresses stay on the list",
+        )
+    if not login:
+        where = settings.imap_host or "no NEWSLETTER_IMAP_HOST yet"
+        return Check(
+            "Bounces",
+            "ok",
+            f"come back to {settings.bounce_address} ({where}); `doctor --imap` logs in",
+        )
+    from .bounces import check_login  # imapclient only for those who ask
+
+    try:
+        return Check("Bounces", "ok", check_login(settings))
+    except NewsletterError as e:
+        return Check("Bounces", "missing", str(e))
 
 
 def _aligned(dkim_domain: str, from_domain: str) -> bool:

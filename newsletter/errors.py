@@ -56,7 +56,7 @@ class SendError(NewsletterError):
 class DeliveryRefused(NewsletterError):
     """The server did not take one message; `permanent` says whether trying again can help.
 
-    `stage` is the SMTP step that failed: only a refusal at RCPT or DATA is about the reader.
+    `stage` is the SMTP step that failed; `refusals.classify_refusal` says whose fault it is.
     """
 
     def __init__(self, reply: str, *, permanent: bool, code: int = 0, stage: str = "") -> None:
@@ -66,10 +66,10 @@ class DeliveryRefused(NewsletterError):
         self.code = code
         self.stage = stage
 
-    @property
-    def bounced(self) -> bool:
-        return self.permanent and self.stage in ("RCPT", "DATA")
-
 
 class NotOnList(SubscriberError):
     """A reader's link names nobody on the list: a test copy's link (id 0) or an erased reader."""
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be reached over IMAP, or refused the login."""

@@ -25,7 +25,7 @@ from .errors import NotOnList, SubscriberError
 from .mailer import Transport, open_transport
 from .message import Envelope
 from .render import render_template, template_environment
-from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderTokens
+from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderKey, ReaderTokens
 
 SubscribeOutcome = Literal["sent", "already active", "too soon"]
 TransportFactory = Callable[[Settings], Transport]
@@ -81,7 +81,7 @@ def request_subscription(
     subscriber = store.add_pending_subscriber(db, address, clean)
     if subscriber.status == "active":
         return "already active"
-    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))
+    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.public_id or ""))
     last_allowed = datetime.now(UTC) - confirmation_interval(settings)
     if not store.claim_confirmation(
         db, subscriber.id, last_allowed=last_allowed.isoformat(timespec="seconds")
@@ -148,16 +148,21 @@ def reader_from_unsubscribe_link(
     db: Database, tokens: ReaderTokens, token: str
 ) -> store.Subscriber:
     """The reader an unsubscribe link names, for the page with the button; changes nothing."""
-    return _reader(db, tokens.read_unsubscribe(token))
+    return _reader(db, tokens.read_unsubscribe(token).reader)
 
 
 def unsubscribe(db: Database, tokens: ReaderTokens, token: str) -> store.Subscriber:
-    """Take the reader off the list at once (a send in progress skips them); again is harmless."""
-    subscriber = reader_from_unsubscribe_link(db, tokens, token)
+    """Take the reader off the list at once (a send in progress skips them); again is harmless.
+
+    The post whose email carried the link is noted, for the per-post figures of `stats`."""
+    link = tokens.read_unsubscribe(token)
+    subscriber = _reader(db, link.reader)
     # A bounced address stays bounced: made "unsubscribed", the resubscribe button on the
     # next page would bring it back without the email confirmation `resubscribe` asks of it.
     if subscriber.status != "bounced":
         store.set_status(db, subscriber.id, "unsubscribed", "reader")
+        if subscriber.status != "unsubscribed":
+            store.record_reader_event(db, subscriber.id, "unsubscribe", link.slug, source="web")
     return _reader(db, subscriber.id)
 
 
@@ -176,8 +181,12 @@ def resubscribe(
     return _reader(db, subscriber.id)
 
 
-def _reader(db: Database, subscriber_id: int) -> store.Subscriber:
-    subscriber = store.get_subscriber_by_id(db, subscriber_id) if subscriber_id else None
+def _reader(db: Database, key: ReaderKey) -> store.Subscriber:
+    """The reader a token names: by public id, or by the sequential id of an older link."""
+    if isinstance(key, str):
+        subscriber = store.get_subscriber_by_public_id(db, key) if key else None
+    else:
+        subscriber = store.get_subscriber_by_id(db, key) if key else None
     if subscriber is None:
         raise NotOnList("this link is for an address that is not on the list")
     return subscriber
