@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import sys
 import tempfile
@@ -645,22 +646,25 @@ def stats_command(
         typer.echo(_weekly_chart(weeks))
 
 
-def _weekly_chart(weeks: list[store.WeekStats]) -> str:
-    """Joined, left and bounced per week as a bar chart for the terminal (plotext)."""
-    import plotext
+def _weekly_chart(weeks: list[store.WeekStats], width: int = 30) -> str:
+    """Joined, left and bounced per week as bars for the terminal, drawn with rich."""
+    from rich.table import Table
+    from rich.text import Text
 
-    labels = [w.week for w in weeks]
-    plotext.clear_figure()
-    plotext.multiple_bar(
-        labels,
-        [[w.joined for w in weeks], [w.left for w in weeks], [w.bounced for w in weeks]],
-        labels=["joined", "left", "bounced"],
-    )
-    plotext.title("The list, week by week (weeks starting Monday)")
-    plotext.plotsize(min(120, 30 + 12 * len(weeks)), 20)
-    chart = plotext.build()
-    plotext.clear_figure()
-    return str(chart)
+    top = max(max(w.joined, w.left, w.bounced) for w in weeks) or 1
+    table = Table(title="The list, week by week (weeks start on Monday)", box=None)
+    table.add_column("WEEK")
+    for name, style in (("joined", "green"), ("left", "yellow"), ("bounced", "red")):
+        table.add_column(name.upper())
+    for w in weeks:
+        cells = [
+            Text(f"{'█' * round(width * n / top) or ('▏' if n else '')} {n}", style=style)
+            for n, style in ((w.joined, "green"), (w.left, "yellow"), (w.bounced, "red"))
+        ]
+        table.add_row(w.week, *cells)
+    console = Console(width=max(60, 12 + 3 * (width + 8)), record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text(styles=sys.stdout.isatty())
 
 
 # --- serve ----------------------------------------------------------------------------------

@@ -923,7 +923,12 @@ def record_returned_failure(
             db.execute(
                 "UPDATE deliveries SET status = 'bounced', last_reply = ?, updated_at = ?"
                 " WHERE slug = ? AND subscriber_id = ? AND test = 0 AND status = 'sent'",
-                [f"bounce report: {detail}", now(), slug, subscriber_id],
+                [
+                    f"bounce report: {status or ''} {detail}".replace("  ", " "),
+                    now(),
+                    slug,
+                    subscriber_id,
+                ],
             )
         db.execute("UPDATE subscribers SET bounces = bounces + 1 WHERE id = ?", [subscriber_id])
         row = db.execute(

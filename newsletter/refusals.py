@@ -139,8 +139,8 @@ def trip_message(verdict: Verdict | None, count: int) -> str:
         cause = "check NEWSLETTER_FROM and that the server lets this login send as it"
     elif status and status.startswith("5.1."):
         cause = (
-            "the server does not know these addresses: is NEWSLETTER_SMTP_HOST a server that "
-            "relays to the internet, not one that only delivers its own mailboxes?"
+            "the server does not know these addresses: check that NEWSLETTER_SMTP_HOST relays "
+            "to the internet, not only to its own mailboxes"
         )
     else:
         cause = "check NEWSLETTER_SMTP_* and the provider's sandbox or verification"
