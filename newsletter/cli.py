@@ -654,7 +654,7 @@ def _weekly_chart(weeks: list[store.WeekStats], width: int = 30) -> str:
     top = max(max(w.joined, w.left, w.bounced) for w in weeks) or 1
     table = Table(title="The list, week by week (weeks start on Monday)", box=None)
     table.add_column("WEEK")
-    for name, style in (("joined", "green"), ("left", "yellow"), ("bounced", "red")):
+    for name in ("joined", "left", "bounced"):
         table.add_column(name.upper())
     for w in weeks:
         cells = [
