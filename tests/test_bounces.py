@@ -235,3 +235,44 @@ def test_bounces_needs_the_bounce_address_and_a_working_login(
     )
     settings = load_settings(project, environ={})
     assert settings.imap_username == f"login@{mail_system.domain}"
+
+
+def test_a_bounce_report_without_our_verp_address_matches_by_message_id(
+    project: Path, cli: Cli, mail_system: MailSystem  # noqa: F811
+) -> None:
+    """Sent before NEWSLETTER_BOUNCE_ADDRESS was set, bounces went to the From mailbox with no
+    token; the original Message-ID in the report still names the delivery."""
+    author = f"jane.mid@{mail_system.domain}"
+    write_env(
+        project,
+        FROM=author,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=mail_system.smtp_port,
+        SMTP_SECURITY="none",
+    )
+    away = "gus.mid@elsewhere.example.org"
+    cli("subscribers", "add", f"amy.mid@{mail_system.domain}")
+    cli("subscribers", "add", away)
+    cli("send", SLUG, "--yes")
+    [report] = mail_system.wait_for_mail(author, 1)
+    assert "+" not in report["Delivered-To"]
+    mailing(project, mail_system, "jane.mid")  # now read that mailbox as the bounce mailbox
+    [outcome] = json_lines(cli("bounces", "--json").stdout)
+    assert (outcome["email"], outcome["action"], outcome["matched_by"], outcome["slug"]) == (
+        away,
+        "bounced",
+        "message-id",
+        SLUG,
+    )
+    assert statuses(project)[away] == ("bounced", "bounce")
+
+
+def test_a_bounce_address_without_room_for_the_token_is_refused(project: Path, cli: Cli) -> None:
+    write_env(project, BOUNCE_ADDRESS="newsletter-bounces@news.example.org")
+    result = cli("send", "--yes", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: NEWSLETTER_BOUNCE_ADDRESS newsletter-bounces@news.example.org: its local part "
+        "must be ASCII, without '+', and at most 15 characters, so that "
+        "newsletter-bounces+unsubscribe-TOKEN fits the 64 an address allows\n"
+    )
