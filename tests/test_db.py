@@ -35,7 +35,7 @@ def test_public_ids_are_random_and_backfilled(tmp_path: Path) -> None:
     raw.execute("DROP TABLE archived_posts")
     raw.execute("ALTER TABLE subscribers DROP COLUMN public_id")
     raw.execute("ALTER TABLE subscribers DROP COLUMN status_reason")
-    raw.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
+    raw.execute("DELETE FROM _sqlite_migrations WHERE name = 'm002_public_ids_reasons_archive'")
     raw.execute(
         "INSERT INTO subscribers (email, status, source, created_at, status_changed_at)"
         " VALUES ('old@example.org', 'active', 'cli', 'x', 'x')"
@@ -116,3 +116,22 @@ def test_add_refuses_a_duplicate_in_any_case(db: Database) -> None:
 def test_the_schema_refuses_unknown_statuses(db: Database) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.add_subscriber(db, "x@example.org", status="maybe")  # type: ignore[arg-type]
+
+
+def test_erasure_reaches_the_reports_about_a_reader(db: Database) -> None:
+    """A bounce report quotes the address; erasing the reader erases it there too."""
+    ann = store.add_subscriber(db, "ann@example.org")
+    store.record_returned_failure(
+        db,
+        ann.id,
+        "a-post",
+        "bounce",
+        status="5.1.1",
+        detail="550 5.1.1 <ann@example.org>: Recipient address rejected",
+        bounce_limit=3,
+    )
+    assert store.get_subscriber(db, "ann@example.org").status == "bounced"
+    store.delete_subscriber(db, "ann@example.org")
+    [event] = db.execute("SELECT subscriber_id, kind, detail FROM reader_events").fetchall()
+    assert event[0] is None and event[1] == "bounce"
+    assert "ann@example.org" not in event[2]
