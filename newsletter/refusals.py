@@ -91,17 +91,21 @@ class CircuitBreaker:
     def deciding(self) -> bool:
         return self.seen < self.window
 
-    def observe(self, verdict: Verdict | None) -> None:
-        """One delivery's final outcome: None when the server took it."""
+    def delivered(self) -> None:
+        """A message went through: the server works, so the breaker has decided."""
+        if self.deciding:
+            self.seen += 1
+            self.release()
+            self.window = self.seen
+
+    def failed(self, verdict: Verdict | None) -> None:
+        """A delivery that did not go through; `verdict` None: no refusal (a lost connection)."""
         if not self.deciding:
             return
         self.seen += 1
         if verdict is not None and verdict.permanent:
             self.refused += 1
             self.first_refusal = self.first_refusal or verdict
-        elif verdict is None:  # a message went through: the server works, decided
-            self.release()
-            self.window = self.seen
 
     def hold(self, write_bounce: Callable[[], object]) -> bool:
         """Keep a bounce until the breaker decides; False (write it now) once it has."""

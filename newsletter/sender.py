@@ -519,17 +519,17 @@ def _deliver(
                     record("failed", e.reply, envelope.message_id)
                 else:
                     bounce()
-                run.breaker.observe(verdict)  # #13
+                run.breaker.failed(verdict)  # #13
                 run.count("bounced")
                 return transport
             if verdict.permanent:  # the sender's or the server's fault: no retry helps
                 break
             continue
         record("sent", reply, envelope.message_id)
-        run.breaker.observe(None)  # #13
+        run.breaker.delivered()  # #13
         run.count("sent")
         return transport
-    run.breaker.observe(verdict)  # #13
+    run.breaker.failed(verdict)  # #13
     record("failed", reply, envelope.message_id)
     run.count("failed", f"{recipient.email}: {reply}")
     return transport

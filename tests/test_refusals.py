@@ -50,10 +50,11 @@ def test_the_breaker_holds_bounces_until_a_delivery_goes_through() -> None:
     refused = classify_refusal("550 5.1.1 unknown", permanent=True)
     breaker = CircuitBreaker(3)
     assert breaker.hold(lambda: written.append("a"))
-    breaker.observe(refused)
-    assert written == []
-    breaker.observe(None)  # one went through: the server works, the bounce is written
-    assert written == ["a"] and not breaker.deciding
+    breaker.failed(refused)
+    breaker.failed(None)  # a lost connection: no refusal, and no proof the server works
+    assert written == [] and breaker.deciding
+    breaker.delivered()  # one went through: the server works, the bounce is written
+    assert written == ["a"] and not breaker.deciding and breaker.decide() is None
     assert not breaker.hold(lambda: written.append("b"))  # from now on, written at once
 
 
@@ -216,3 +217,23 @@ def test_stats_show_the_figures_of_a_send(
     assert f"{SLUG:<40}       6        1           1             1" in text
     assert "The list, week by week" in text
     assert re.search(r"\d{4}-\d\d-\d\d +█+ 6 +█+ 2 +█+ 1", text)
+
+
+def test_the_breaker_trips_only_when_every_delivery_it_saw_was_refused() -> None:
+    refused = classify_refusal("554 5.7.1 Relay access denied", permanent=True)
+    written: list[str] = []
+    breaker = CircuitBreaker(2)
+    breaker.hold(lambda: written.append("a"))
+    breaker.failed(refused)
+    breaker.failed(refused)
+    assert not breaker.deciding
+    assert breaker.decide() == (
+        "the server refuses every one of the first 2 recipients (554 5.7.1 Relay access "
+        "denied): check NEWSLETTER_SMTP_* and the provider's sandbox or verification; no reader "
+        "was marked bounced"
+    )
+    assert written == []  # dropped: the deliveries stay failed, tried again next run
+    temporary = CircuitBreaker(2)
+    temporary.failed(refused)
+    temporary.failed(classify_refusal("451 4.3.0 later", permanent=False))
+    assert temporary.decide() is None
