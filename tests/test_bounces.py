@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import smtplib
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import make_msgid
@@ -47,6 +49,14 @@ def statuses(project: Path) -> dict[str, tuple[str, str | None]]:
     database = store.open_db(project / "newsletter.db")
     try:
         return {s.email: (s.status, s.status_reason) for s in store.iter_subscribers(database)}
+    finally:
+        database.close()
+
+
+def store_public_id(project: Path, address: str) -> str:
+    database = store.open_db(project / "newsletter.db")
+    try:
+        return store.get_subscriber(database, address).public_id
     finally:
         database.close()
 
@@ -238,7 +248,9 @@ def test_bounces_needs_the_bounce_address_and_a_working_login(
 
 
 def test_a_bounce_report_without_our_verp_address_matches_by_message_id(
-    project: Path, cli: Cli, mail_system: MailSystem  # noqa: F811
+    project: Path,
+    cli: Cli,
+    mail_system: MailSystem,  # noqa: F811
 ) -> None:
     """Sent before NEWSLETTER_BOUNCE_ADDRESS was set, bounces went to the From mailbox with no
     token; the original Message-ID in the report still names the delivery."""
@@ -275,4 +287,72 @@ def test_a_bounce_address_without_room_for_the_token_is_refused(project: Path, c
         "Error: NEWSLETTER_BOUNCE_ADDRESS newsletter-bounces@news.example.org: its local part "
         "must be ASCII, without '+', and at most 15 characters, so that "
         "newsletter-bounces+unsubscribe-TOKEN fits the 64 an address allows\n"
+    )
+
+
+def delivery_report(to: str, recipient: str, action: str, status: str, diagnostic: str) -> bytes:
+    """A bounce report (RFC 3464) as a receiving server writes one, built with the email package."""
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "MAILER-DAEMON@mx.elsewhere.example.org"
+    report["To"] = to
+    report["Subject"] = "Delivery Status Notification"
+    report["Auto-Submitted"] = "auto-replied"
+    report.attach(MIMEText(f"Your message to {recipient} was {action}.\n"))
+    per_message, per_recipient = Message(), Message()
+    per_message["Reporting-MTA"] = "dns; mx.elsewhere.example.org"
+    per_recipient["Final-Recipient"] = f"rfc822; {recipient}"
+    per_recipient["Action"] = action
+    per_recipient["Status"] = status
+    per_recipient["Diagnostic-Code"] = f"smtp; {diagnostic}"
+    status_part = MIMEBase("message", "delivery-status")
+    status_part.set_payload([per_message, per_recipient])
+    report.attach(status_part)
+    return report.as_bytes()
+
+
+def test_delays_are_counted_and_the_senders_fault_leaves_the_reader(
+    project: Path,
+    cli: Cli,
+    mail_system: MailSystem,  # noqa: F811
+) -> None:
+    mailing(project, mail_system, "delay")
+    write_env(project, BOUNCE_LIMIT=2)
+    # At the mail system's own domain, so that only the reports sent here come back.
+    slow, blocked = (f"{n}.delay@{mail_system.domain}" for n in ("slow", "blocked"))
+    here = f"amy.delay@{mail_system.domain}"
+    for address in (here, slow, blocked):
+        cli("subscribers", "add", address)
+    cli("send", SLUG, "--yes")
+    [original] = mail_system.wait_for_mail(here, 1)
+    database = store.open_db(project / "newsletter.db")
+    settings = load_settings(project, environ={})
+    from newsletter.tokens import reader_tokens
+    from newsletter.verp import Verp
+
+    verp = Verp(settings.bounce_address, reader_tokens(settings, database))
+    public = {a: store.get_subscriber(database, a).public_id for a in (slow, blocked)}
+    database.close()
+    sends = [
+        (slow, "delayed", "4.2.2", "452 4.2.2 mailbox over quota, still trying"),
+        (slow, "delayed", "4.2.2", "452 4.2.2 mailbox over quota, still trying"),
+        (blocked, "failed", "5.7.1", "550 5.7.1 message rejected as spam by policy"),
+    ]
+    for recipient, action, status, diagnostic in sends:
+        to = verp.return_path(public[recipient], SLUG)
+        data = delivery_report(to, recipient, action, status, diagnostic)
+        with smtplib.SMTP("127.0.0.1", mail_system.smtp_port) as smtp:
+            smtp.sendmail("", [to], data)
+    mail_system.wait_for_mail(f"delay@{mail_system.domain}", 3)
+    outcomes = json_lines(cli("bounces", "--json").stdout)
+    assert sorted((o["email"], o["action"], o["status"]) for o in outcomes) == [
+        (blocked, "noted", "5.7.1"),
+        (slow, "bounced", "4.2.2"),  # the second delay reaches NEWSLETTER_BOUNCE_LIMIT=2
+        (slow, "counted", "4.2.2"),
+    ]
+    after = statuses(project)
+    assert after[slow] == ("bounced", "bounce")
+    assert after[blocked] == ("active", None)  # 5.7.x is the sender's fault
+    assert after[here] == ("active", None)
+    assert original["Return-Path"].strip("<>") == verp.return_path(
+        store_public_id(project, here), SLUG
     )
