@@ -206,11 +206,10 @@ def _process_one(
 def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) -> Action:
     subscriber = match.subscriber
     if mail.kind == "bounce report":
+        # The Status field is the report's verdict; the Diagnostic-Code may quote another code.
         verdict = classify_refusal(
-            mail.detail or mail.status or "", permanent=mail.permanent, report=True
+            mail.status or mail.detail, permanent=mail.permanent, report=True
         )
-        if verdict.status is None and mail.status:
-            verdict = classify_refusal(mail.status, permanent=mail.permanent, report=True)
         kind: store.ReaderEventKind = {
             "bounce": "bounce",
             "count": "soft_bounce",

@@ -147,12 +147,15 @@ def _delivered_to(message: Message) -> tuple[str, ...]:
 
 
 def _is_auto_reply(message: Message) -> bool:
-    """RFC 3834's Auto-Submitted, and the headers older vacation programs use."""
+    """RFC 3834's `Auto-Submitted: auto-replied`, and the headers older vacation programs use.
+
+    `auto-generated` is not a reply: a mail client may send its mailto unsubscribe that way.
+    """
     auto = _one_line(message.get("Auto-Submitted", "no")).lower()
     precedence = _one_line(message.get("Precedence", "")).lower()
     return (
-        auto.split(";")[0].strip() != "no"
-        or precedence in ("auto_reply", "bulk", "junk")
+        auto.split(";")[0].strip() == "auto-replied"
+        or precedence == "auto_reply"
         or any(message.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Auto-Reply"))
     )
 
