@@ -10,8 +10,7 @@ working while the newest signs everything new.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -28,10 +27,11 @@ if TYPE_CHECKING:
     from .config import Settings
 
 CONFIRM_MAX_AGE_SECONDS = 7 * 24 * 3600
-# A mail token: public id (8 bytes) + post tag (4) + HMAC (10), in lower-case base32 without
-# padding, so a server that folds the case of a local part keeps it valid.
-_ID_BYTES, _POST_BYTES, _MAC_BYTES = 8, 4, 10
-MAIL_TOKEN_LENGTH = 36  # len(base32(22 bytes)) without its "====" padding
+# A mail token: public id (8 bytes) + post tag (3) + HMAC (8), in lower-case hex, so a server
+# that folds the case of a local part keeps it valid (hex rather than base32: Python encodes
+# it in C, at a tenth of the cost per message).
+_ID_BYTES, _POST_BYTES, _MAC_BYTES = 8, 3, 8
+MAIL_TOKEN_LENGTH = 2 * (_ID_BYTES + _POST_BYTES + _MAC_BYTES)  # 38
 NOBODY = "0" * 16  # the public id in tokens of test copies: leads to "not on the list"
 ReaderKey = str | int  # a public id, or the sequential id of a link made before public ids
 
@@ -46,8 +46,13 @@ def reader_tokens(settings: Settings, db: Database) -> ReaderTokens:
 
 
 def post_tag(slug: str) -> str:
-    """The short name of a post inside a mail token (8 hex); `stats` maps it back to the slug."""
+    """The short name of a post inside a mail token (6 hex); `bounces` maps it back to the slug."""
     return hashlib.sha256(slug.encode()).hexdigest()[: _POST_BYTES * 2]
+
+
+@functools.lru_cache(maxsize=64)
+def _post_tag_bytes(slug: str) -> bytes:
+    return bytes.fromhex(post_tag(slug))
 
 
 @dataclass(frozen=True)
@@ -128,20 +133,20 @@ class ReaderTokens:
 
     def mail_token(self, purpose: str, public_id: str | None, slug: str) -> str:
         """A short token for the local part of an address: `purpose` is bounce or unsubscribe."""
-        body = bytes.fromhex(public_id or NOBODY) + bytes.fromhex(post_tag(slug))
-        mac = hmac.new(self._mail_keys[purpose][-1], body, hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.b32encode(body + mac).decode("ascii").rstrip("=").lower()
+        body = bytes.fromhex(public_id or NOBODY) + _post_tag_bytes(slug)
+        mac = hmac.digest(self._mail_keys[purpose][-1], body, "sha256")[:_MAC_BYTES]
+        return (body + mac).hex()
 
     def read_mail_token(self, purpose: str, token: str) -> MailToken:
         """The reader and post a mail token names; BadToken if it was not made with our keys."""
         try:
-            raw = base64.b32decode(token.upper() + "====", casefold=False)
-        except (binascii.Error, ValueError) as e:
+            raw = bytes.fromhex(token)
+        except ValueError as e:
             raise BadToken("the address token is not valid") from e
         size = _ID_BYTES + _POST_BYTES
         body, mac = raw[:size], raw[size:]
         if len(raw) != size + _MAC_BYTES or not any(
-            hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:_MAC_BYTES])
+            hmac.compare_digest(mac, hmac.digest(key, body, "sha256")[:_MAC_BYTES])
             for key in self._mail_keys[purpose]
         ):
             raise BadToken("the address token is not valid")

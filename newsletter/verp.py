@@ -39,7 +39,7 @@ class Verp:
         self.local, self.domain = bounce_address.rsplit("@", 1)
         self.tokens = tokens
         self._pattern = re.compile(
-            rf"^{re.escape(self.local)}\+(?P<unsub>{UNSUBSCRIBE_PREFIX})?(?P<token>[a-z2-7]+)"
+            rf"^{re.escape(self.local)}\+(?P<unsub>{UNSUBSCRIBE_PREFIX})?(?P<token>[0-9a-f]+)"
             rf"@{re.escape(self.domain)}$",
             re.IGNORECASE,
         )

@@ -80,7 +80,7 @@ def test_real_bounce_reports_mark_exactly_those_readers_bounced(
     # The readers at the mail system's domain got it, with our VERP Return-Path and mailto.
     [received] = mail_system.wait_for_mail(here[0], 1)
     return_path = received["Return-Path"].strip("<>")
-    assert re.fullmatch(rf"dsn\+[a-z2-7]{{36}}@{re.escape(mail_system.domain)}", return_path)
+    assert re.fullmatch(rf"dsn\+[0-9a-f]{{38}}@{re.escape(mail_system.domain)}", return_path)
     assert "<mailto:dsn+unsubscribe-" in received["List-Unsubscribe"]
     assert received["List-Unsubscribe"].startswith("<https://news.example.org/unsubscribe/")
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -285,7 +285,7 @@ def test_a_bounce_address_without_room_for_the_token_is_refused(project: Path, c
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: NEWSLETTER_BOUNCE_ADDRESS newsletter-bounces@news.example.org: its local part "
-        "must be ASCII, without '+', and at most 15 characters, so that "
+        "must be ASCII, without '+', and at most 13 characters, so that "
         "newsletter-bounces+unsubscribe-TOKEN fits the 64 an address allows\n"
     )
 
