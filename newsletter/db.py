@@ -965,8 +965,9 @@ def record_mail_unsubscribe(
 
 
 def sent_slugs(db: Database) -> list[str]:
-    """Every post mailed to readers (a token's post tag is one of these)."""
-    return [r[0] for r in db.execute("SELECT DISTINCT slug FROM deliveries WHERE test = 0")]
+    """Every post a real send went out for (a token's post tag is one of these); from the
+    small table of runs, not the log of every delivery."""
+    return [r[0] for r in db.execute("SELECT DISTINCT slug FROM sends WHERE kind = 'real'")]
 
 
 def get_delivery(db: Database, slug: str, subscriber_id: int) -> Delivery | None:
