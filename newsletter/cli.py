@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import sqlite3
 import sys
@@ -237,9 +238,10 @@ def subscribers_list(
         for subscriber in store.iter_subscribers(db, status):
             count += 1
             if as_json:
-                out.write(
-                    json.dumps(vars(subscriber), ensure_ascii=False) + "\n"
-                )  # flat: no asdict copy
+                record = vars(subscriber)  # flat: no asdict copy
+                if subscriber.status_reason in ("bounce", "complaint", "email"):  # #13
+                    record = {**record, "events": _events(db, subscriber.id)}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
             else:
                 out.write(
                     f"{printable(subscriber.email):<40} {subscriber.status:<12} "
@@ -394,6 +396,9 @@ def doctor_command(
     smtp: Annotated[
         bool, typer.Option("--smtp", help="Also connect and log in to the SMTP server.")
     ] = False,
+    imap: Annotated[
+        bool, typer.Option("--imap", help="Also log in to the bounce mailbox over IMAP.")
+    ] = False,
 ) -> None:
     """Check the setup against Gmail's and Yahoo's bulk sender rules (exit 1: something missing).
 
@@ -401,7 +406,7 @@ def doctor_command(
     """
     from . import doctor
 
-    checks = doctor.run_checks(_settings(), smtp=smtp)
+    checks = doctor.run_checks(_settings(), smtp=smtp, imap=imap)
     width = max(len(check.name) for check in checks)
     for check in checks:
         typer.echo(f"{check.status:<8} {check.name:<{width}}  {printable(check.message)}")
@@ -645,9 +650,9 @@ def _send_due(
         report = sender.send_post(settings, post, dry_run=dry_run)
         typer.echo(_summary(report))
         for failure in report.failures[:10]:
-            typer.echo(f"  failed: {failure}", err=True)
+            typer.echo(f"  failed: {printable(failure)}", err=True)
         if report.stopped:
-            typer.echo(f"Error: stopped early: {report.stopped}", err=True)
+            typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
             raise typer.Exit(1)
     for reason in refused:
         typer.echo(f"Error: not sent: {reason}", err=True)
@@ -730,6 +735,16 @@ def log(
                 out.write(
                     f"{who:<40} {delivery.status:<8}{kind} attempts {delivery.attempts}"
                     f"  {delivery.updated_at}  {printable(delivery.last_reply or '')}\n"
+                )
+        for event in store.reader_events(db, slug=slug):  # #13: what came back from the post
+            found = True
+            if as_json:
+                out.write(json.dumps({"event": vars(event)}, ensure_ascii=False) + "\n")
+            else:
+                who = printable(_event_email(db, event.subscriber_id))
+                out.write(
+                    f"{who:<40} {event.kind:<8} from {event.source}  {event.created_at}"
+                    f"  {printable(event.detail or '')}\n"
                 )
         if not found:
             raise NewsletterError(f"nothing in the send log for {slug!r}")
@@ -843,10 +858,136 @@ def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: 
             sent = sender.send_post(settings, post, progress=advance)
         typer.echo(f"“{post.title}”: {_summary(sent)}")
         for failure in sent.failures[:10]:
-            typer.echo(f"  failed: {failure}", err=True)
+            typer.echo(f"  failed: {printable(failure)}", err=True)
         if sent.stopped:
-            typer.echo(f"Error: stopped early: {sent.stopped}", err=True)
+            typer.echo(f"Error: stopped early: {printable(sent.stopped)}", err=True)
             raise typer.Exit(1)
+
+
+# --- after the send: bounces, reactivate, stats (#13) ---------------------------------------
+
+
+def _events(db: Database, subscriber_id: int) -> list[dict[str, Any]]:
+    return [vars(event) for event in store.reader_events(db, subscriber_id=subscriber_id)]
+
+
+def _event_email(db: Database, subscriber_id: int | None) -> str:
+    subscriber = store.get_subscriber_by_id(db, subscriber_id) if subscriber_id else None
+    return subscriber.email if subscriber else "(erased)"
+
+
+@app.command("bounces")
+@reports_errors
+def bounces_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would happen, change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+) -> None:
+    """Read the bounce mailbox: mark bounced readers, unsubscribe complaints and emails."""
+    from .bounces import process_bounces
+
+    outcomes = process_bounces(_settings(), dry_run=dry_run)
+    for outcome in outcomes:
+        if as_json:
+            _json_line({**asdict(outcome), "dry_run": dry_run})
+        else:
+            who = outcome.email or "-"
+            typer.echo(
+                f"{outcome.action:<12} {who:<40} {outcome.kind:<13} {outcome.slug or '-'}"
+                f"  {outcome.detail}"
+            )
+    if not as_json:
+        handled = sum(outcome.handled for outcome in outcomes)
+        verb = "Would handle" if dry_run else "Handled"
+        typer.echo(
+            f"{verb} {handled} of {len(outcomes)} messages; {len(outcomes) - handled} left "
+            "in the mailbox"
+        )
+
+
+@subscribers_app.command("reactivate")
+@reports_errors
+def subscribers_reactivate(
+    emails: Annotated[list[str] | None, typer.Argument(help="Bounced readers' addresses.")] = None,
+    bounced_since: Annotated[
+        str | None,
+        typer.Option(
+            "--bounced-since", help="Every reader bounced on or after this date (YYYY-MM-DD)."
+        ),
+    ] = None,
+) -> None:
+    """Bring readers bounced by mistake back to active (recorded as your action)."""
+    from datetime import date
+
+    if not emails and bounced_since is None:
+        raise NewsletterError("give the addresses to reactivate, or --bounced-since DATE")
+    with _database(_settings()) as db:
+        readers = [store.require_subscriber(db, normalise_address(e)) for e in emails or []]
+        if bounced_since is not None:
+            try:
+                since = date.fromisoformat(bounced_since)
+            except ValueError:
+                raise NewsletterError(
+                    f"--bounced-since must be a date like 2026-01-31, not {bounced_since!r}"
+                ) from None
+            readers += store.bounced_since(db, since.isoformat())
+        done: set[int] = set()
+        for reader in readers:
+            if reader.id not in done:
+                store.reactivate_subscriber(db, reader)
+                done.add(reader.id)
+                typer.echo(f"Reactivated {reader.email}")
+    if not done:
+        typer.echo("No reader bounced since then; nothing changed")
+
+
+@app.command("stats")
+@reports_errors
+def stats_command(
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON.")] = False,
+) -> None:
+    """Per post: sent, bounced, complaints, unsubscribes; the list week by week.
+
+    No opens or clicks: the emails carry no tracking pixel and no redirected links.
+    """
+    with _database(_settings()) as db:
+        posts = store.post_stats(db)
+        weeks = store.weekly_stats(db)
+    if as_json:
+        document = {"posts": [asdict(p) for p in posts], "weeks": [asdict(w) for w in weeks]}
+        typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{'POST':<40} {'SENT':>7} {'BOUNCED':>8} {'COMPLAINTS':>11} {'UNSUBSCRIBED':>13}")
+    for p in posts:
+        typer.echo(
+            f"{p.slug:<40} {p.sent:>7} {p.bounced:>8} {p.complaints:>11} {p.unsubscribes:>13}"
+        )
+    if not posts:
+        typer.echo("(nothing sent yet)")
+    if weeks:
+        typer.echo(_weekly_chart(weeks))
+
+
+def _weekly_chart(weeks: list[store.WeekStats], width: int = 30) -> str:
+    """Joined, left and bounced per week as bars for the terminal, drawn with rich."""
+    from rich.table import Table
+    from rich.text import Text
+
+    top = max(max(w.joined, w.left, w.bounced) for w in weeks) or 1
+    table = Table(title="The list, week by week (weeks start on Monday)", box=None)
+    table.add_column("WEEK")
+    for name in ("joined", "left", "bounced"):
+        table.add_column(name.upper())
+    for w in weeks:
+        cells = [
+            Text(f"{'█' * round(width * n / top) or ('▏' if n else '')} {n}", style=style)
+            for n, style in ((w.joined, "green"), (w.left, "yellow"), (w.bounced, "red"))
+        ]
+        table.add_row(w.week, *cells)
+    console = Console(width=max(60, 12 + 3 * (width + 8)), record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text(styles=sys.stdout.isatty())
 
 
 # --- serve ----------------------------------------------------------------------------------
@@ -959,6 +1100,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "newsletter pull --send --yes",
     ),
     "log": ("newsletter log", "newsletter log SLUG --json"),
+    "bounces": ("newsletter bounces --dry-run", "newsletter bounces --json"),
+    "reactivate": (
+        "newsletter subscribers reactivate ann@example.org",
+        "newsletter subscribers reactivate --bounced-since 2026-11-01",
+    ),
+    "stats": ("newsletter stats", "newsletter stats --json"),
     "serve": ("newsletter serve", "newsletter serve --host 0.0.0.0 --port 8080"),
 }
 

@@ -26,6 +26,8 @@ from .headers import has_control_characters
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
 DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "ssl": 465, "none": 25}
+IMAP_DEFAULT_PORTS: dict[str, int] = {"starttls": 143, "ssl": 993, "none": 143}
+MAX_LOCAL_PART = 64  # RFC 5321
 PREFIX = "NEWSLETTER_"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
@@ -65,6 +67,16 @@ class Settings:
     timezone: tzinfo = UTC  # a post's bare date is midnight here
     typographer: bool = True  # typographic quotes and dashes in posts
     logo_url: str | None = None
+    # Where bounces, complaints and mailto unsubscribes come back (#13); None: as before.
+    bounce_address: str | None = None
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_username: str | None = None
+    imap_password: str | None = None
+    imap_security: SmtpSecurity = "ssl"
+    imap_folder: str = "INBOX"
+    imap_done_folder: str = "Processed"
+    breaker_deliveries: int = 20
 
     def __repr__(self) -> str:
         # Never let a password or key reach a log line or a traceback.
@@ -133,6 +145,13 @@ def load_settings(
     from_address = _parse_from(get("FROM"))
     dkim_key_file = get("DKIM_KEY_FILE")
     secret = get("SECRET_KEY")
+    bounce_address = _parse_bounce_address(get("BOUNCE_ADDRESS"))
+    imap_security = (get("IMAP_SECURITY", "ssl") or "ssl").lower()
+    if imap_security not in SMTP_SECURITY_CHOICES:
+        raise ConfigError(
+            f"{PREFIX}IMAP_SECURITY must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "
+            f"not {imap_security!r}"
+        )
 
     return Settings(
         directory=directory,
@@ -176,6 +195,19 @@ def load_settings(
         timezone=parse("TIMEZONE", _zone, UTC, "a time zone such as UTC or Europe/London"),
         typographer=parse("TYPOGRAPHER", _yes_no, True, "true or false"),
         logo_url=parse("LOGO_URL", _image_url, None, "an http(s) URL of an image"),
+        bounce_address=bounce_address,
+        imap_host=get("IMAP_HOST"),
+        imap_port=parse(
+            "IMAP_PORT", _port, IMAP_DEFAULT_PORTS[imap_security], "a port number (1-65535)"
+        ),
+        imap_username=get("IMAP_USERNAME") or bounce_address,
+        imap_password=values.get(PREFIX + "IMAP_PASSWORD") or None,
+        imap_security=imap_security,  # type: ignore[arg-type]
+        imap_folder=get("IMAP_FOLDER", "INBOX") or "INBOX",
+        imap_done_folder=get("IMAP_DONE_FOLDER", "Processed") or "Processed",
+        breaker_deliveries=parse(
+            "BREAKER_DELIVERIES", _at_least(1), 20, "a whole number of 1 or more"
+        ),
     )
 
 
@@ -274,3 +306,28 @@ def _parse_base_url(raw: str) -> str:
             f"not {raw!r}"
         )
     return raw.rstrip("/")
+
+
+def _parse_bounce_address(raw: str | None) -> str | None:
+    """The bounce mailbox; its local part must leave room for `+unsubscribe-TOKEN` (64 in all)."""
+    from .tokens import MAIL_TOKEN_LENGTH
+    from .verp import UNSUBSCRIBE_PREFIX
+
+    if raw is None:
+        return None
+    try:
+        address = normalise_address(raw)
+    except SubscriberError:
+        raise ConfigError(
+            f"NEWSLETTER_BOUNCE_ADDRESS must be an address like bounces@news.example.org, "
+            f"not {raw!r}"
+        ) from None
+    local = address.rsplit("@", 1)[0]
+    room = MAX_LOCAL_PART - 1 - len(UNSUBSCRIBE_PREFIX) - MAIL_TOKEN_LENGTH
+    if "+" in local or len(local) > room or not local.isascii():
+        raise ConfigError(
+            f"NEWSLETTER_BOUNCE_ADDRESS {address}: its local part must be ASCII, without '+', "
+            f"and at most {room} characters, so that {local}+{UNSUBSCRIBE_PREFIX}TOKEN fits "
+            f"the {MAX_LOCAL_PART} an address allows"
+        )
+    return address

@@ -172,6 +172,28 @@ def m005_feeds(db: Database) -> None:
 
 
 @migrations()
+def m006_bounces(db: Database) -> None:
+    """What came back after a send (bounce reports, complaints, unsubscribes by link or email)
+    and the author's reactivations: one row each, with the report's own words."""
+    for statement in (
+        """CREATE TABLE reader_events (
+            id INTEGER PRIMARY KEY,
+            subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+            slug TEXT,
+            kind TEXT NOT NULL CHECK (kind IN ('bounce', 'soft_bounce', 'sender_refusal',
+                'complaint', 'unsubscribe', 'reactivate')),
+            source TEXT NOT NULL,
+            status TEXT,
+            detail TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX reader_events_subscriber ON reader_events (subscriber_id, id)",
+        "CREATE INDEX reader_events_slug ON reader_events (slug, kind)",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m008_hardening(db: Database) -> None:
     """The name typed with the newest web request: it becomes the reader's name only when
     the address confirms, so a stranger's text never sticks; and an index for the purge."""
@@ -441,7 +463,11 @@ def delete_subscriber(db: Database, email: str) -> str:
             " AND status IN ('pending', 'failed')",
             [now(), subscriber_id],
         )
-        for table, column in (("deliveries", "last_reply"), ("sends", "note")):
+        for table, column in (
+            ("deliveries", "last_reply"),
+            ("sends", "note"),
+            ("reader_events", "detail"),  # a bounce report quotes the address
+        ):
             db.execute(
                 f"UPDATE {table} SET {column} = replace({column}, ?, '(erased)')"
                 f" WHERE instr({column}, ?) > 0",
@@ -465,13 +491,15 @@ def delete_subscriber(db: Database, email: str) -> str:
     return address
 
 
-def _pages(db: Database, sql: str, params: list[Any], batch: int) -> Iterator[tuple[Any, ...]]:
+def _pages(
+    db: Database, sql: str, params: list[Any], batch: int, after_id: int = 0
+) -> Iterator[tuple[Any, ...]]:
     """Rows of `sql` page by page on the id in their first column (keyset pagination): a long
     list streams in flat memory, and each page is an index range, never an OFFSET scan.
 
     `sql` ends with `id > ? ORDER BY id LIMIT ?` for the last id seen and the page size.
     """
-    last_id = 0
+    last_id = after_id
     while True:
         rows = db.execute(sql, [*params, last_id, batch]).fetchall()
         yield from rows
@@ -689,6 +717,7 @@ class Recipient:
     email: str
     name: str
     attempts: int
+    public_id: str = ""  # names the reader in tokens and the Message-ID
 
 
 def start_send(db: Database, slug: str, kind: str) -> int:
@@ -790,7 +819,13 @@ def count_delivered(db: Database, slug: str) -> int:
 
 
 def iter_outstanding(
-    db: Database, slug: str, *, shard: int = 0, shards: int = 1, batch: int = 500
+    db: Database,
+    slug: str,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    batch: int = 500,
+    after_id: int = 0,
 ) -> Iterator[Recipient]:
     """Stream the readers who still need this post, in id order, a batch at a time.
 
@@ -800,12 +835,12 @@ def iter_outstanding(
     skipped, so the log accounts for everyone.
     """
     sql = (
-        "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts FROM deliveries d"
+        "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, s.public_id FROM deliveries d"
         " JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
         " AND d.id % ? = ? AND d.id > ? ORDER BY d.id LIMIT ?"
     )
-    for row in _pages(db, sql, [slug, shards, shard], batch):
+    for row in _pages(db, sql, [slug, shards, shard], batch, after_id):
         yield Recipient(*row)
 
 
@@ -1211,3 +1246,222 @@ def used_slugs(db: Database) -> set[str]:
         " UNION SELECT slug FROM feed_entries"
     ).fetchall()
     return {row[0] for row in rows}
+
+
+# --- what comes back after a send (#13) -----------------------------------------------------
+
+ReaderEventKind = Literal[
+    "bounce",  # a permanent failure about the reader: out at once
+    "soft_bounce",  # counted against NEWSLETTER_BOUNCE_LIMIT
+    "sender_refusal",  # a report of a refusal that is the sender's fault: the reader stays
+    "complaint",  # an ARF spam complaint: unsubscribed
+    "unsubscribe",  # by the link (web) or by email
+    "reactivate",  # the author brought a bounced reader back
+]
+
+
+@dataclass(frozen=True)
+class ReaderEvent:
+    id: int
+    subscriber_id: int | None
+    slug: str | None
+    kind: str
+    source: str
+    status: str | None
+    detail: str | None
+    created_at: str
+
+
+READER_EVENT_COLUMNS = ", ".join(ReaderEvent.__dataclass_fields__)
+
+
+def record_reader_event(
+    db: Database,
+    subscriber_id: int,
+    kind: ReaderEventKind,
+    slug: str | None,
+    *,
+    source: str,
+    status: str | None = None,
+    detail: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO reader_events (subscriber_id, slug, kind, source, status, detail, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [subscriber_id, slug, kind, source, status, detail, now()],
+    )
+
+
+def record_returned_failure(
+    db: Database,
+    subscriber_id: int,
+    slug: str | None,
+    kind: ReaderEventKind,
+    *,
+    status: str | None,
+    detail: str,
+    bounce_limit: int,
+) -> SubscriberStatus | None:
+    """A bounce report about one delivery: note it, and write the reader off if it says so.
+
+    `kind` is bounce (out now), soft_bounce (counted) or sender_refusal (noted only). The
+    delivery, if there is one, shows the report's words in `log SLUG`. Returns the reader's
+    status if this changed it.
+    """
+    with db.atomic():
+        record_reader_event(
+            db, subscriber_id, kind, slug, source="report", status=status, detail=detail
+        )
+        if kind == "sender_refusal":
+            return None
+        if slug is not None:
+            db.execute(
+                "UPDATE deliveries SET status = 'bounced', last_reply = ?, updated_at = ?"
+                " WHERE slug = ? AND subscriber_id = ? AND test = 0 AND status = 'sent'",
+                [
+                    f"bounce report: {status or ''} {detail}".replace("  ", " "),
+                    now(),
+                    slug,
+                    subscriber_id,
+                ],
+            )
+        db.execute("UPDATE subscribers SET bounces = bounces + 1 WHERE id = ?", [subscriber_id])
+        row = db.execute(
+            "SELECT status, bounces FROM subscribers WHERE id = ?", [subscriber_id]
+        ).fetchone()
+        if row is None or row[0] != "active":
+            return None
+        if kind == "bounce" or row[1] >= bounce_limit:
+            set_status(db, subscriber_id, "bounced", "bounce")
+            return "bounced"
+    return None
+
+
+def record_mail_unsubscribe(
+    db: Database,
+    subscriber_id: int,
+    slug: str | None,
+    reason: Literal["complaint", "email"],
+    detail: str,
+) -> SubscriberStatus | None:
+    """A complaint (ARF) or an email to the unsubscribe address: the reader leaves at once.
+
+    A complaint also takes a bounced reader off for good (a reactivation must not mail them);
+    an email to the unsubscribe address leaves a bounced one as they are, as the link does.
+    """
+    with db.atomic():
+        row = db.execute("SELECT status FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
+        kind: ReaderEventKind = "complaint" if reason == "complaint" else "unsubscribe"
+        record_reader_event(db, subscriber_id, kind, slug, source=reason, detail=detail)
+        if row is None or row[0] == "unsubscribed" or (row[0] == "bounced" and reason == "email"):
+            return None
+        set_status(db, subscriber_id, "unsubscribed", reason)
+    return "unsubscribed"
+
+
+def sent_slugs(db: Database) -> list[str]:
+    """Every post a real send went out for (a token's post tag is one of these); from the
+    small table of runs, not the log of every delivery."""
+    return [r[0] for r in db.execute("SELECT DISTINCT slug FROM sends WHERE kind = 'real'")]
+
+
+def get_delivery(db: Database, slug: str, subscriber_id: int) -> Delivery | None:
+    row = db.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE slug = ? AND subscriber_id = ?"
+        " AND test = 0",
+        [slug, subscriber_id],
+    ).fetchone()
+    return Delivery(*row) if row else None
+
+
+def last_sent_delivery(db: Database, subscriber_id: int) -> Delivery | None:
+    row = db.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE subscriber_id = ? AND test = 0"
+        " AND status IN ('sent', 'bounced') ORDER BY sent_at DESC, id DESC LIMIT 1",
+        [subscriber_id],
+    ).fetchone()
+    return Delivery(*row) if row else None
+
+
+def reader_events(
+    db: Database, *, slug: str | None = None, subscriber_id: int | None = None
+) -> list[ReaderEvent]:
+    where, params = (
+        ("slug = ?", [slug]) if slug is not None else ("subscriber_id = ?", [subscriber_id])
+    )
+    rows = db.execute(
+        f"SELECT {READER_EVENT_COLUMNS} FROM reader_events WHERE {where} ORDER BY id", params
+    ).fetchall()
+    return [ReaderEvent(*row) for row in rows]
+
+
+def bounced_since(db: Database, since: str) -> list[Subscriber]:
+    rows = db.execute(
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE status = 'bounced'"
+        " AND status_changed_at >= ? ORDER BY id",
+        [since],
+    ).fetchall()
+    return [Subscriber(*row) for row in rows]
+
+
+def reactivate_subscriber(db: Database, subscriber: Subscriber) -> None:
+    """The author says a bounced reader's address works: active again, bounce count reset."""
+    if subscriber.status != "bounced":
+        raise SubscriberError(
+            f"{subscriber.email} is {subscriber.status}, not bounced; only bounced readers "
+            "are reactivated (an unsubscribed one must subscribe again)"
+        )
+    with db.atomic():
+        set_status(db, subscriber.id, "active", "author")
+        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber.id])
+        record_reader_event(db, subscriber.id, "reactivate", None, source="author")
+
+
+@dataclass(frozen=True)
+class PostStats:
+    """What one post's email did: deliveries, and what came back from it."""
+
+    slug: str
+    sent: int
+    bounced: int
+    complaints: int
+    unsubscribes: int
+
+
+def post_stats(db: Database) -> list[PostStats]:
+    """Per post, in the order first sent. `sent` counts messages the server took, bounced
+    ones included; bounces, complaints and unsubscribes are those that named the post."""
+    rows = db.execute(
+        "SELECT d.slug, sum(d.status IN ('sent', 'bounced')), sum(d.status = 'bounced'),"
+        " (SELECT count(*) FROM reader_events e WHERE e.slug = d.slug AND e.kind = 'complaint'),"
+        " (SELECT count(*) FROM reader_events e WHERE e.slug = d.slug"
+        "  AND e.kind = 'unsubscribe')"
+        " FROM deliveries d WHERE d.test = 0 GROUP BY d.slug ORDER BY min(d.id)"
+    ).fetchall()
+    return [PostStats(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class WeekStats:
+    """How the list changed in one week (Monday first): readers who joined, left, bounced."""
+
+    week: str
+    joined: int
+    left: int
+    bounced: int
+
+
+def weekly_stats(db: Database) -> list[WeekStats]:
+    """Joined by when each reader was added; left and bounced by their current status and when
+    it last changed (a reader who left and came back counts as joined only)."""
+    monday = "date({0}, '-' || ((strftime('%w', {0}) + 6) % 7) || ' days')"
+    rows = db.execute(
+        f"SELECT week, sum(joined), sum(left), sum(bounced) FROM ("
+        f" SELECT {monday.format('created_at')} AS week, 1 AS joined, 0 AS left, 0 AS bounced"
+        "  FROM subscribers WHERE status != 'pending'"
+        f" UNION ALL SELECT {monday.format('status_changed_at')}, 0,"
+        "  status = 'unsubscribed', status = 'bounced' FROM subscribers"
+        "  WHERE status IN ('unsubscribed', 'bounced')"
+        ") GROUP BY week ORDER BY week"
+    ).fetchall()
+    return [WeekStats(*row) for row in rows]

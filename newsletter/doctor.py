@@ -55,8 +55,9 @@ class Check:
     message: str
 
 
-def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
-    """Every check, in the order a reader of the report fixes them; `smtp` also logs in."""
+def run_checks(settings: Settings, *, smtp: bool = False, imap: bool = False) -> list[Check]:
+    """Every check, in the order a reader of the report fixes them; `smtp` and `imap` also log
+    in to the SMTP server and the bounce mailbox."""
     return [
         check_from(settings),
         *check_dkim(settings),
@@ -64,6 +65,7 @@ def run_checks(settings: Settings, *, smtp: bool = False) -> list[Check]:
         check_secret_key(settings),
         check_postal_address(settings),
         check_smtp(settings, login=smtp),
+        check_bounces(settings, login=imap),
         *check_posts(settings),
         check_file_permissions(settings),
     ]
@@ -254,6 +256,30 @@ def check_file_permissions(settings: Settings) -> Check:
             f"other users can read {names}: run `chmod 600 {names}`",
         )
     return Check("Permissions", "ok", "the database, .env and DKIM key are owner-only")
+
+
+def check_bounces(settings: Settings, *, login: bool) -> Check:
+    """Bounces and complaints come back to a mailbox `newsletter bounces` reads (#13)."""
+    if not settings.bounce_address:
+        return Check(
+            "Bounces",
+            "missing" if login else "warning",
+            "NEWSLETTER_BOUNCE_ADDRESS is not set: bounce reports and complaints go to the From "
+            "address and nothing reads them; dead addresses stay on the list",
+        )
+    if not login:
+        where = settings.imap_host or "no NEWSLETTER_IMAP_HOST yet"
+        return Check(
+            "Bounces",
+            "ok",
+            f"come back to {settings.bounce_address} ({where}); `doctor --imap` logs in",
+        )
+    from .bounces import check_login  # imapclient only for those who ask
+
+    try:
+        return Check("Bounces", "ok", check_login(settings))
+    except NewsletterError as e:
+        return Check("Bounces", "missing", str(e))
 
 
 def _aligned(dkim_domain: str, from_domain: str) -> bool:

@@ -61,7 +61,7 @@ class SendError(NewsletterError):
 class DeliveryRefused(NewsletterError):
     """The server did not take one message; `permanent` says whether trying again can help.
 
-    `stage` is the SMTP step that failed: only a refusal at RCPT or DATA is about the reader.
+    `stage` is the SMTP step that failed; `refusals.classify_refusal` says whose fault it is.
     """
 
     def __init__(self, reply: str, *, permanent: bool, code: int = 0, stage: str = "") -> None:
@@ -70,10 +70,6 @@ class DeliveryRefused(NewsletterError):
         self.permanent = permanent
         self.code = code
         self.stage = stage
-
-    @property
-    def bounced(self) -> bool:
-        return self.permanent and self.stage in ("RCPT", "DATA")
 
 
 class NotOnList(SubscriberError):
@@ -122,3 +118,7 @@ _OS_ADVICE = {
     errno.EACCES: "this user may not write there",
     errno.EPERM: "this user may not write there",
 }
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be reached over IMAP, or refused the login."""

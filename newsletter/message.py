@@ -23,6 +23,7 @@ from .config import Settings
 from .dkim import DkimSigner
 from .headers import check_header, check_newsletter_headers, mend_header
 from .render import Personalised, RenderedIssue, unsubscribe_url
+from .verp import Verp
 
 _TEXT_SLOT = b"XNLTEXTBODYX"
 _HTML_SLOT = b"XNLHTMLBODYX"
@@ -47,10 +48,12 @@ def list_id(settings: Settings) -> str:
     return f'"{name}" <{label}.{sender.domain}>'
 
 
-def message_id(slug: str, subscriber_id: int, domain: str) -> str:
-    """The same for the same post and reader every time, so a resent copy can be dropped."""
-    digest = hashlib.sha256(f"{slug}\0{subscriber_id}".encode()).hexdigest()[:12]
-    return f"<{slug}.{subscriber_id}.{digest}@{domain}>"
+def message_id(slug: str, reader_id: str | int, domain: str) -> str:
+    """The same for the same post and reader every time, so a resent copy can be dropped and a
+    bounce report that lost its VERP address still names its delivery. `reader_id` is the
+    reader's random public id (the sequential id would tell how big the list is)."""
+    digest = hashlib.sha256(f"{slug}\0{reader_id}".encode()).hexdigest()[:12]
+    return f"<{slug}.{reader_id}.{digest}@{domain}>"
 
 
 class IssueMessages:
@@ -63,8 +66,10 @@ class IssueMessages:
         *,
         signer: DkimSigner | None = None,
         date: datetime | None = None,
+        verp: Verp | None = None,
     ) -> None:
         self.issue = issue
+        self.verp = verp  # with NEWSLETTER_BOUNCE_ADDRESS: per-reader Return-Path and mailto
         self.settings = settings
         self.sender = settings.sender
         self.signer = signer
@@ -76,22 +81,34 @@ class IssueMessages:
             issue.subject, settings, date or datetime.now(UTC)
         )
 
-    def for_reader(self, subscriber_id: int, email: str, name: str, token: str) -> Envelope:
+    def for_reader(self, reader_id: str | int, email: str, name: str, token: str) -> Envelope:
+        """One reader's message; `reader_id` is their public id (it names them in the VERP
+        Return-Path and the mailto unsubscribe address)."""
+        slug = self.issue.slug
+        public_id = str(reader_id) if self.verp else None
         return self._build(
-            email, name, token, message_id(self.issue.slug, subscriber_id, self.sender.domain)
+            email, name, token, message_id(slug, reader_id, self.sender.domain), public_id
         )
 
     def for_test(self, email: str, name: str, token: str) -> Envelope:
         test_id = f"<{self.issue.slug}.test.{secrets.token_hex(8)}@{self.sender.domain}>"
-        return self._build(email, name, token, test_id)
+        return self._build(email, name, token, test_id, None)
 
-    def _build(self, email: str, name: str, token: str, msg_id: str) -> Envelope:
+    def _build(
+        self, email: str, name: str, token: str, msg_id: str, public_id: str | None
+    ) -> Envelope:
         # Checked where they enter; this guards headers against rows written by other means.
         name, email = mend_header(name), mend_header(email, "")
+        unsubscribe = f"<{unsubscribe_url(self.settings, token)}>"
+        sender = self.sender.addr_spec
+        if self.verp is not None:  # a test copy (no public id) names nobody: the plain address
+            slug = self.issue.slug
+            sender = self.verp.return_path(public_id, slug) if public_id else self.verp.plain
+            unsubscribe += f", <mailto:{self.verp.unsubscribe_address(public_id, slug)}>"
         personal = (
             f"To: {formataddr((name, email), charset='utf-8')}\r\n"
             f"Message-ID: {msg_id}\r\n"
-            f"List-Unsubscribe: <{unsubscribe_url(self.settings, token)}>\r\n"
+            f"List-Unsubscribe: {unsubscribe}\r\n"
         ).encode("ascii")
         text = self._text.encode(self.issue.text_values(name, email, token))
         html = self._html.encode(self.issue.html_values(name, email, token))
@@ -108,7 +125,7 @@ class IssueMessages:
         )
         if self.signer is not None:
             data = self.signer.sign(data)
-        return Envelope(self.sender.addr_spec, email, msg_id, data)
+        return Envelope(sender, email, msg_id, data)
 
 
 class EncodedBody:

@@ -10,11 +10,11 @@ Message-ID, which mail systems use to drop the copy.
 from __future__ import annotations
 
 import fcntl
+import functools
 import multiprocessing
 import multiprocessing.queues
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +33,11 @@ from .errors import DeliveryRefused, SendError, TransportError
 from .mailer import Transport, open_transport
 from .message import IssueMessages
 from .posts import Post
+from .refusals import CircuitBreaker, Verdict, classify_refusal
 from .render import RenderedIssue, render_issue, template_environment
 from .send_lock import send_lock as hold_send_lock
-from .tokens import ReaderTokens
+from .tokens import ReaderTokens, reader_tokens
+from .verp import verp_for
 
 Outcome = Literal["sent", "failed", "bounced", "skipped"]
 ProgressCallback = Callable[[Outcome], None]
@@ -43,8 +45,6 @@ TransportFactory = Callable[[Settings], Transport]
 MAX_BACKOFF_SECONDS = 60.0
 READERS_PER_CONNECTION = 100
 REPORT_SECONDS = 0.1
-# Enhanced status codes (RFC 3463) for a bad address: the reader cannot be reached at all.
-_HARD_BOUNCE = re.compile(r"\b5\.1\.(1|2|3|10)\b")
 
 
 @dataclass
@@ -68,15 +68,6 @@ class SendReport:
     @property
     def nothing_to_do(self) -> bool:
         return self.due == 0
-
-
-def secret_keys(settings: Settings, db: Database) -> tuple[str, ...]:
-    """The configured keys, or the one kept in the database so old links keep working."""
-    return settings.secret_keys or (store.stored_secret_key(db),)
-
-
-def reader_tokens(settings: Settings, db: Database) -> ReaderTokens:
-    return ReaderTokens(secret_keys(settings, db))
 
 
 def prepare_issue(settings: Settings, post: Post) -> RenderedIssue:
@@ -120,8 +111,8 @@ def send_post(
     signer = signer_from_settings(settings)
     db = store.open_db(settings.db_path)
     try:
-        messages = IssueMessages(issue, settings, signer=signer)
         tokens = reader_tokens(settings, db)
+        messages = IssueMessages(issue, settings, signer=signer, verp=verp_for(settings, tokens))
         if dry_run:
             _dry_run(db, post.slug, messages, tokens, report, progress)
         else:
@@ -159,8 +150,9 @@ def _dry_run(
 ) -> None:
     report.already_sent = store.count_delivered(db, slug)
     for subscriber in store.iter_due(db, slug):
+        public_id = subscriber.public_id or ""
         envelope = messages.for_reader(
-            subscriber.id, subscriber.email, subscriber.name, tokens.unsubscribe(subscriber.id)
+            public_id, subscriber.email, subscriber.name, tokens.unsubscribe(public_id, slug)
         )
         report.due += 1
         report.message_bytes += len(envelope.data)
@@ -203,6 +195,8 @@ class _Run:
     stop: threading.Event = field(default_factory=threading.Event)
     rate_share: int = 1  # this many processes share NEWSLETTER_SMTP_RATE
     consecutive_failures: int = 0
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)  # #13
+    after_id: int = 0  # #13: the deliveries the breaker watched, up to this id, are done
 
     def __post_init__(self) -> None:
         rate = self.settings.smtp_rate
@@ -284,6 +278,28 @@ def _connections(settings: Settings, due: int) -> int:
     return max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))
 
 
+def _watch_first_deliveries(
+    run: _Run, db: Database, readers: Iterator[store.Recipient], transport: Transport
+) -> bool:
+    """#13: deliver the first NEWSLETTER_BREAKER_DELIVERIES here, one by one, holding their
+    bounces; True if they were all refused and the run stopped (see refusals.CircuitBreaker)."""
+    run.breaker = CircuitBreaker(min(run.settings.breaker_deliveries, run.report.due))
+
+    def next_watched() -> store.Recipient | None:
+        recipient = next(readers, None) if run.breaker.deciding else None
+        run.after_id = recipient.delivery_id if recipient else run.after_id
+        return recipient
+
+    _worker(run, next_watched, transport, db)
+    stop = run.breaker.decide()
+    if stop is not None:
+        run.report.failed += run.report.bounced
+        run.report.bounced = 0
+        run.report.stopped = stop
+        run.stop.set()
+    return run.stop.is_set()
+
+
 def _run(run: _Run, db: Database) -> None:
     """Deliver to everyone queued, over one connection here or several in processes."""
     settings, report = run.settings, run.report
@@ -296,8 +312,10 @@ def _run(run: _Run, db: Database) -> None:
         raise
     connections = _connections(settings, report.due)
     try:
+        readers = store.iter_outstanding(db, run.slug)
+        if _watch_first_deliveries(run, db, readers, first):  # #13: the circuit breaker
+            return
         if connections == 1:  # in this process: nothing to hand over
-            readers = store.iter_outstanding(db, run.slug)
             _worker(run, lambda: next(readers, None), first, db)
         else:
             first.close()  # it proved the server is there; each process opens its own
@@ -391,7 +409,9 @@ def _send_share(
         rate_share=shards,
         outcomes=outcomes,
     )
-    readers = store.iter_outstanding(db, run.slug, shard=shard, shards=shards)
+    readers = store.iter_outstanding(
+        db, run.slug, shard=shard, shards=shards, after_id=run.after_id
+    )
 
     def next_reader() -> store.Recipient | None:
         if os.getppid() != parent:  # the parent was killed: stop after the message in hand
@@ -455,12 +475,13 @@ def _deliver(
         run.count("skipped")
         return transport
     envelope = run.messages.for_reader(
-        recipient.subscriber_id,
+        recipient.public_id,
         recipient.email,
         recipient.name,
-        run.tokens.unsubscribe(recipient.subscriber_id),
+        run.tokens.unsubscribe(recipient.public_id, run.slug),
     )
     reply = ""
+    verdict: Verdict | None = None
     for attempt in range(1, settings.smtp_max_attempts + 1):
         if attempt > 1:
             delay = min(settings.smtp_retry_delay * 2 ** (attempt - 2), MAX_BACKOFF_SECONDS)
@@ -481,8 +502,10 @@ def _deliver(
             continue
         except DeliveryRefused as e:
             reply = e.reply
-            if e.bounced:
-                store.record_bounce(
+            verdict = classify_refusal(e.reply, permanent=e.permanent, stage=e.stage)  # #13
+            if verdict.against_reader:
+                bounce = functools.partial(
+                    store.record_bounce,
                     db,
                     recipient.delivery_id,
                     recipient.subscriber_id,
@@ -490,17 +513,24 @@ def _deliver(
                     reply=e.reply,
                     message_id=envelope.message_id,
                     send_id=run.send_id,
-                    hard=bool(_HARD_BOUNCE.search(e.reply)),
+                    hard=verdict.effect == "bounce",
                     bounce_limit=settings.bounce_limit,
                 )
+                if run.breaker.hold(bounce):  # #13: failed until the breaker has decided
+                    record("failed", e.reply, envelope.message_id)
+                else:
+                    bounce()
+                run.breaker.failed(verdict)  # #13
                 run.count("bounced")
                 return transport
-            if e.permanent:  # refused at MAIL FROM: the sender, not the reader; no retry helps
+            if verdict.permanent:  # the sender's or the server's fault: no retry helps
                 break
             continue
         record("sent", reply, envelope.message_id)
+        run.breaker.delivered()  # #13
         run.count("sent")
         return transport
+    run.breaker.failed(verdict)  # #13
     record("failed", reply, envelope.message_id)
     run.count("failed", f"{recipient.email}: {reply}")
     return transport
@@ -518,11 +548,13 @@ def send_test(
     issue = prepare_issue(settings, post)
     db = store.open_db(settings.db_path)
     try:
-        messages = IssueMessages(issue, settings, signer=signer_from_settings(settings))
         tokens = reader_tokens(settings, db)
+        messages = IssueMessages(
+            issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
+        )
         subscriber = store.get_subscriber(db, email)
-        # Someone not on the list gets a link that leads to "not on the list" (id 0).
-        token = tokens.unsubscribe(subscriber.id if subscriber else 0)
+        # Someone not on the list gets a link that leads to "not on the list".
+        token = tokens.unsubscribe(subscriber.public_id if subscriber else None, post.slug)
         envelope = messages.for_test(email, subscriber.name if subscriber else "", token)
         send_id = store.start_send(db, post.slug, "test")
         transport = transport_factory(settings)

@@ -26,7 +26,8 @@ from .headers import check_newsletter_headers
 from .mailer import Transport, open_transport
 from .message import Envelope, IssueMessages
 from .render import render_template, render_welcome, template_environment
-from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderTokens
+from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderKey, ReaderTokens
+from .verp import verp_for
 
 SubscribeOutcome = Literal["sent", "already active", "too soon", "removed by the author"]
 # The unsubscribes a reader may undo from their own link: the ones they made themselves. The
@@ -85,7 +86,7 @@ def request_subscription(
     subscriber = store.add_pending_subscriber(db, address, clean)
     # Built (rendered and signed: the costly part) for every address, wanted or not, so the
     # work behind an answer does not tell a reader on the list from a newcomer.
-    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.id))
+    envelope = confirmation_email(settings, subscriber, tokens.confirm(subscriber.public_id or ""))
     if subscriber.status == "active":
         return "already active"
     if removed_by_author(subscriber):
@@ -189,9 +190,12 @@ def send_welcome(
     issue = render_welcome(settings, env, newest_online(settings, db))
     if issue is None:
         return False
-    messages = IssueMessages(issue, settings, signer=signer_from_settings(settings))
+    messages = IssueMessages(
+        issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
+    )
+    public_id = subscriber.public_id or ""
     envelope = messages.for_reader(
-        subscriber.id, subscriber.email, subscriber.name, tokens.unsubscribe(subscriber.id)
+        public_id, subscriber.email, subscriber.name, tokens.unsubscribe(public_id, issue.slug)
     )
     transport = transport_factory(settings)
     try:
@@ -205,16 +209,21 @@ def reader_from_unsubscribe_link(
     db: Database, tokens: ReaderTokens, token: str
 ) -> store.Subscriber:
     """The reader an unsubscribe link names, for the page with the button; changes nothing."""
-    return _reader(db, tokens.read_unsubscribe(token))
+    return _reader(db, tokens.read_unsubscribe(token).reader)
 
 
 def unsubscribe(db: Database, tokens: ReaderTokens, token: str) -> store.Subscriber:
-    """Take the reader off the list at once (a send in progress skips them); again is harmless."""
-    subscriber = reader_from_unsubscribe_link(db, tokens, token)
+    """Take the reader off the list at once (a send in progress skips them); again is harmless.
+
+    The post whose email carried the link is noted, for the per-post figures of `stats`."""
+    link = tokens.read_unsubscribe(token)
+    subscriber = _reader(db, link.reader)
     # A bounced address stays bounced: made "unsubscribed", the resubscribe button on the
     # next page would bring it back without the email confirmation `resubscribe` asks of it.
     if subscriber.status != "bounced":
         store.set_status(db, subscriber.id, "unsubscribed", "reader")
+        if subscriber.status != "unsubscribed":
+            store.record_reader_event(db, subscriber.id, "unsubscribe", link.slug, source="web")
     return _reader(db, subscriber.id)
 
 
@@ -251,8 +260,12 @@ def may_resubscribe(subscriber: store.Subscriber) -> bool:
     return subscriber.status_reason in READER_UNDOABLE_REASONS
 
 
-def _reader(db: Database, subscriber_id: int) -> store.Subscriber:
-    subscriber = store.get_subscriber_by_id(db, subscriber_id) if subscriber_id else None
+def _reader(db: Database, key: ReaderKey) -> store.Subscriber:
+    """The reader a token names: by public id, or by the sequential id of an older link."""
+    if isinstance(key, str):
+        subscriber = store.get_subscriber_by_public_id(db, key) if key else None
+    else:
+        subscriber = store.get_subscriber_by_id(db, key) if key else None
     if subscriber is None:
         raise NotOnList("this link is for an address that is not on the list")
     return subscriber

@@ -48,8 +48,7 @@ from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
 from .posts import Post
 from .render import load_template, post_html, render_template, template_environment
-from .sender import reader_tokens
-from .tokens import ReaderTokens
+from .tokens import ReaderTokens, reader_tokens
 from .weblog import redact_tokens
 
 logger = logging.getLogger(__name__)

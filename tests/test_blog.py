@@ -352,7 +352,7 @@ def test_confirming_leads_to_exactly_one_welcome_email(
     link = welcome.message["List-Unsubscribe"].strip("<>")
     assert welcome.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     tokens = reader_tokens(server.settings, db)
-    assert tokens.read_unsubscribe(link.rsplit("/", 1)[1]) == reader.id
+    assert tokens.read_unsubscribe(link.rsplit("/", 1)[1]).reader == reader.public_id
     text, page = parts(welcome)
     assert (
         f"{server.url}/posts/rich-post" in text and f'href="{server.url}/posts/rich-post"' in page

@@ -10,7 +10,7 @@ import pytest
 from sqlite_utils import Database
 
 from newsletter import db as store
-from newsletter.sender import reader_tokens
+from newsletter.tokens import reader_tokens
 
 from .conftest import Cli, LiveServer, SmtpSink
 
@@ -101,8 +101,8 @@ def test_emails_and_pages_fit_a_phone_and_a_desktop(
         "/",
         "/posts/",
         *(f"/posts/{slug}" for slug in slugs),
-        f"/unsubscribe/{tokens.unsubscribe(reader.id)}",
-        f"/confirm/{tokens.confirm(pending.id)}",
+        f"/unsubscribe/{tokens.unsubscribe(reader.public_id)}",
+        f"/confirm/{tokens.confirm(pending.public_id)}",
         "/no-such-page",
     ]
 

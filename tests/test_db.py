@@ -117,3 +117,22 @@ def test_add_refuses_a_duplicate_in_any_case(db: Database) -> None:
 def test_the_schema_refuses_unknown_statuses(db: Database) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.add_subscriber(db, "x@example.org", status="maybe")  # type: ignore[arg-type]
+
+
+def test_erasure_reaches_the_reports_about_a_reader(db: Database) -> None:
+    """A bounce report quotes the address; erasing the reader erases it there too."""
+    ann = store.add_subscriber(db, "ann@example.org")
+    store.record_returned_failure(
+        db,
+        ann.id,
+        "a-post",
+        "bounce",
+        status="5.1.1",
+        detail="550 5.1.1 <ann@example.org>: Recipient address rejected",
+        bounce_limit=3,
+    )
+    assert store.get_subscriber(db, "ann@example.org").status == "bounced"
+    store.delete_subscriber(db, "ann@example.org")
+    [event] = db.execute("SELECT subscriber_id, kind, detail FROM reader_events").fetchall()
+    assert event[0] is None and event[1] == "bounce"
+    assert "ann@example.org" not in event[2]

@@ -28,6 +28,7 @@ COMPLETE = {
     "DKIM_SELECTOR": "news",
     "DKIM_DOMAIN": "cpnotes.org.uk",
     "SMTP_HOST": "smtp.cpnotes.org.uk",
+    "BOUNCE_ADDRESS": "bounces@news.cpnotes.org.uk",
 }
 NAMES = [
     "From",
@@ -37,6 +38,7 @@ NAMES = [
     "Secret key",
     "Postal address",
     "SMTP",
+    "Bounces",
     "Permissions",
 ]
 
@@ -96,8 +98,9 @@ def test_a_bare_setup_says_what_is_missing_and_exits_1(tmp_path: Path) -> None:
         "warning  Secret key      none yet: one is made at the first send and kept in the database; or set NEWSLETTER_SECRET_KEY",
         "missing  Postal address  NEWSLETTER_POSTAL_ADDRESS is not set; CAN-SPAM asks for one in every bulk email",
         "warning  SMTP            NEWSLETTER_SMTP_HOST is not set: mail goes to the outbox, not to readers",
+        "warning  Bounces         NEWSLETTER_BOUNCE_ADDRESS is not set: bounce reports and complaints go to the From address and nothing reads them; dead addresses stay on the list",
         "ok       Permissions     the database, .env and DKIM key are owner-only",
-        "4 missing, 2 warnings: bulk mail is not ready to go out",
+        "4 missing, 3 warnings: bulk mail is not ready to go out",
     ]
     assert not (bare / "newsletter.db").exists()  # a check changes nothing
 

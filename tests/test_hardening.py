@@ -562,7 +562,7 @@ def test_confirmation_emails_go_out_one_at_a_time_from_a_queue_off_the_request_p
 def test_serve_keeps_tokens_out_of_the_access_log(smtp_project: Path, db: Database) -> None:
     settings = load_settings(smtp_project, environ={})
     reader = store.add_subscriber(db, "ann@example.org")
-    token = reader_tokens(settings, db).unsubscribe(reader.id)
+    token = reader_tokens(settings, db).unsubscribe(reader.public_id)
     port = free_port()
     server = newsletter_process(smtp_project, "serve", "--port", str(port))
     try:
@@ -600,7 +600,8 @@ def test_log_and_list_show_control_characters_escaped(
     write_post(smtp_project)
     cli("subscribers", "add", "ann@example.org")
     smtp_sink.reject["ann@example.org"] = "550 5.1.1 \x1b]0;owned\x07\x1b[2J gone"
-    cli("send", "--yes")
+    sent = cli("send", "--yes", ok=False)  # the only reader refused: the breaker stops the run
+    assert sent.exit_code == 1 and "\x1b" not in sent.output and "\\x1b]0;owned" in sent.output
     database = store.open_db(smtp_project / "newsletter.db")
     database.execute("UPDATE subscribers SET name = 'Eve\x1b[31m'")
     database.close()
@@ -655,7 +656,7 @@ def test_the_resubscribe_button_cannot_undo_the_authors_removal(
     live_server: LiveServer, db: Database, cli: Cli
 ) -> None:
     reader = store.add_subscriber(db, "troll@example.org")
-    token = reader_tokens(live_server.settings, db).unsubscribe(reader.id)
+    token = reader_tokens(live_server.settings, db).unsubscribe(reader.public_id)
     cli("subscribers", "remove", "troll@example.org")
     with browser(live_server) as client:
         page = client.get(f"/unsubscribe/{token}")
@@ -684,7 +685,7 @@ def test_the_readers_own_unsubscribe_can_still_be_undone(
     live_server: LiveServer, db: Database
 ) -> None:
     reader = store.add_subscriber(db, "ann@example.org")
-    token = reader_tokens(live_server.settings, db).unsubscribe(reader.id)
+    token = reader_tokens(live_server.settings, db).unsubscribe(reader.public_id)
     with browser(live_server) as client:
         gone = client.post(f"/unsubscribe/{token}")
         assert f'action="/resubscribe/{token}"' in gone.text

@@ -59,15 +59,14 @@ def test_smtp_refusals_carry_stage_and_reply(
     smtp = transport(smtp_sink, tmp_path)
     with pytest.raises(DeliveryRefused) as rcpt:
         smtp.send(envelope("gone@example.org"))
-    assert (rcpt.value.reply, rcpt.value.stage, rcpt.value.permanent, rcpt.value.bounced) == (
+    assert (rcpt.value.reply, rcpt.value.stage, rcpt.value.permanent) == (
         "550 5.1.1 no such user",
         "RCPT",
-        True,
         True,
     )
     with pytest.raises(DeliveryRefused) as data:
         smtp.send(envelope("spam@example.org"))
-    assert (data.value.stage, data.value.bounced) == ("DATA", True)
+    assert (data.value.stage, data.value.permanent) == ("DATA", True)
     smtp.send(envelope())  # the connection is still usable after a refusal
     smtp.send(envelope())
     with pytest.raises(DeliveryRefused) as temporary:

@@ -73,3 +73,37 @@ def test_quoted_printable_of_the_whole_body_matches(messages: list[IssueMessages
     html = built.issue.html_for("N", "n@example.org", "T")
     encoded = built._html.encode(built.issue.html_values("N", "n@example.org", "T"))
     assert unix(quopri.decodestring(encoded).decode("utf-8")) == unix(html)
+
+
+def test_with_a_bounce_address_the_return_path_and_mailto_name_reader_and_post(
+    settings: Settings,
+) -> None:
+    from newsletter.tokens import ReaderTokens
+    from newsletter.verp import Verp
+
+    tokens = ReaderTokens(["key"])
+    verp = Verp("bounces@news.example.org", tokens)
+    [post, *_] = load_posts(settings.posts_dir)
+    issue = render_issue(post, settings, template_environment(settings.templates_dir))
+    built = IssueMessages(issue, settings, verp=verp)
+    envelope = built.for_reader("0a1b2c3d4e5f6789", "ann@example.org", "Ann", "TOKEN")
+    local, domain = envelope.sender.split("@")
+    assert domain == "news.example.org" and local.startswith("bounces+")
+    assert len(local) <= 64 and local == local.lower()
+    found = verp.read(envelope.sender.upper())  # a server that folds case keeps it valid
+    assert found is not None and found.kind == "bounce" and found.reader is not None
+    assert found.reader.public_id == "0a1b2c3d4e5f6789"
+    parsed = email.message_from_bytes(envelope.data, policy=email.policy.default)
+    https, mailto = (part.strip() for part in parsed["List-Unsubscribe"].split(","))
+    assert https == "<https://news.example.org/unsubscribe/TOKEN>"
+    unsubscribe = verp.read(mailto.removeprefix("<mailto:").rstrip(">"))
+    assert unsubscribe is not None and unsubscribe.kind == "unsubscribe"
+    assert len(mailto.removeprefix("<mailto:").split("@")[0]) <= 64
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "0a1b2c3d4e5f6789" in parsed["Message-ID"]  # per post and reader, public id only
+    # A test copy names no reader: the plain bounce address.
+    assert built.for_test("me@example.org", "", "TOKEN").sender == "bounces@news.example.org"
+    # Without a bounce address, as before: From is the envelope sender, the https link alone.
+    plain = IssueMessages(issue, settings).for_reader("0a1b2c3d4e5f6789", "a@example.org", "", "T")
+    assert plain.sender == "jane@example.org"
+    assert b"mailto:" not in plain.data

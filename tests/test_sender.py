@@ -56,7 +56,9 @@ def test_every_active_reader_gets_exactly_one_personal_message(
         assert message["Subject"] == find_post(smtp_project / "posts").title
         assert message["Date"]
         assert message["To"].addresses[0].addr_spec == to_address
-        assert re.fullmatch(rf"<{SLUG}\.\d+\.[0-9a-f]{{12}}@example\.org>", message["Message-ID"])
+        assert re.fullmatch(
+            rf"<{SLUG}\.[0-9a-f]{{16}}\.[0-9a-f]{{12}}@example\.org>", message["Message-ID"]
+        )
         assert message["List-Id"] == '"Child Protection Notes" <child-protection-notes.example.org>'
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         url = re.fullmatch(
@@ -64,7 +66,7 @@ def test_every_active_reader_gets_exactly_one_personal_message(
         )
         assert url, message["List-Unsubscribe"]
         subscriber = store.get_subscriber(database, to_address)
-        assert signer.loads(url.group(2)) == subscriber.id
+        assert signer.loads(url.group(2)) == [subscriber.public_id, SLUG]
         assert to_address not in url.group(1)
         urls.add(url.group(1))
         assert message.get_content_type() == "multipart/alternative"

@@ -13,7 +13,6 @@ from sqlite_utils import Database
 from newsletter import db as store
 from newsletter.config import Settings, load_settings
 from newsletter.errors import BadToken, DeliveryRefused, NotOnList, SubscriberError
-from newsletter.sender import reader_tokens, secret_keys
 from newsletter.subscribe import (
     Visitor,
     confirm_subscription,
@@ -22,7 +21,7 @@ from newsletter.subscribe import (
     resubscribe,
     unsubscribe,
 )
-from newsletter.tokens import ReaderTokens
+from newsletter.tokens import NOBODY, ReaderTokens, reader_tokens, secret_keys
 
 from .conftest import Received, SmtpSink, write_env
 
@@ -87,7 +86,7 @@ def test_a_new_address_is_kept_pending_and_sent_a_link_to_confirm(
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.get_payload()] == ["text/plain", "text/html"]
     assert b"\n" not in received.data.replace(b"\r\n", b"")  # CRLF only, as SMTP wants
-    assert tokens.read_confirm(confirm_token(received)) == ann.id
+    assert tokens.read_confirm(confirm_token(received)) == ann.public_id  # never the sequential id
 
 
 def test_confirming_makes_the_reader_active_and_keeps_the_consent(
@@ -257,10 +256,12 @@ def test_a_forged_or_expired_confirm_link_changes_nothing(
 def test_unsubscribe_is_immediate_and_harmless_again(db: Database, tokens: ReaderTokens) -> None:
     ann = store.add_subscriber(db, "ann@example.org")
     db.execute("UPDATE subscribers SET status_changed_at = '2020-01-01T00:00:00+00:00'")
-    gone = unsubscribe(db, tokens, tokens.unsubscribe(ann.id))
+    gone = unsubscribe(db, tokens, tokens.unsubscribe(ann.public_id))
     assert gone.status == "unsubscribed"
     assert gone.status_changed_at != "2020-01-01T00:00:00+00:00"
-    assert unsubscribe(db, tokens, tokens.unsubscribe(ann.id)) == gone  # the time of leaving stays
+    assert (
+        unsubscribe(db, tokens, tokens.unsubscribe(ann.public_id)) == gone
+    )  # the time of leaving stays
     assert not store.is_active(db, ann.id)
 
 
@@ -280,7 +281,7 @@ def test_a_link_for_nobody_is_not_on_the_list(
     store.delete_subscriber(db, "erased@example.org")
     store.add_subscriber(db, "ann@example.org")  # a later reader never gets the erased id
     with pytest.raises(NotOnList) as refused:
-        act(db, tokens, 0 if who.startswith("a test") else erased.id)
+        act(db, tokens, NOBODY if who.startswith("a test") else erased.public_id)
     assert str(refused.value) == "this link is for an address that is not on the list"
     assert [s.email for s in store.iter_subscribers(db, "active")] == ["ann@example.org"]
 
@@ -295,11 +296,33 @@ def test_a_forged_unsubscribe_link_changes_nothing(db: Database, tokens: ReaderT
     assert store.is_active(db, 1)
 
 
+def test_links_sent_before_public_ids_keep_working(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens
+) -> None:
+    """Emails already in inboxes carry the sequential id; new ones carry the random public id
+    and the post, and never the sequential id (it would tell how big the list is)."""
+    store.add_subscriber(db, "first@example.org")
+    ann = store.add_subscriber(db, "ann@example.org")
+    keys = list(secret_keys(mail_settings, db))
+    old_link = URLSafeSerializer(keys, salt="newsletter.unsubscribe").dumps(ann.id)
+    assert unsubscribe(db, tokens, old_link).status == "unsubscribed"
+    new_link = tokens.unsubscribe(ann.public_id, "a-post")
+    payload = URLSafeSerializer(keys, salt="newsletter.unsubscribe").loads(new_link)
+    assert payload == [ann.public_id, "a-post"] and ann.id not in payload
+    store.set_status(db, ann.id, "active", "author")
+    unsubscribe(db, tokens, new_link)
+    events = store.reader_events(db, subscriber_id=ann.id)
+    assert [(e.kind, e.slug, e.source) for e in events] == [
+        ("unsubscribe", None, "web"),  # the old link names no post
+        ("unsubscribe", "a-post", "web"),
+    ]
+
+
 def test_resubscribe_undoes_an_unsubscribe_and_nothing_else(
     db: Database, tokens: ReaderTokens
 ) -> None:
     ann = store.add_subscriber(db, "ann@example.org")
-    token = tokens.unsubscribe(ann.id)
+    token = tokens.unsubscribe(ann.public_id)
     unsubscribe(db, tokens, token)
     back = resubscribe(db, tokens, token, CONFIRMED)
     assert (back.status, back.consent_form, back.consent_ip) == (
@@ -312,7 +335,7 @@ def test_resubscribe_undoes_an_unsubscribe_and_nothing_else(
     for status in ("bounced", "pending"):
         other = store.add_subscriber(db, f"{status}@example.org", status=status)
         with pytest.raises(SubscriberError) as refused:
-            resubscribe(db, tokens, tokens.unsubscribe(other.id), ASKED)
+            resubscribe(db, tokens, tokens.unsubscribe(other.public_id), ASKED)
         assert str(refused.value) == (
             f"this address is {status}, so it cannot be resubscribed from this link; "
             "subscribe again with the form, which confirms the address by email"
@@ -325,7 +348,7 @@ def test_a_bounced_address_cannot_come_back_by_unsubscribing_first(
 ) -> None:
     """Unsubscribe, then the resubscribe button, must not skip the email confirmation."""
     bounced = store.add_subscriber(db, "gone@example.org", status="bounced")
-    token = tokens.unsubscribe(bounced.id)
+    token = tokens.unsubscribe(bounced.public_id)
     assert unsubscribe(db, tokens, token) == bounced  # no mail either way; it stays bounced
     with pytest.raises(SubscriberError) as refused:
         resubscribe(db, tokens, token, ASKED)

@@ -1,0 +1,74 @@
+"""The addresses mail comes back to, built on NEWSLETTER_BOUNCE_ADDRESS (`bounces@domain`).
+
+VERP (variable envelope return path): each message's envelope sender is
+`bounces+TOKEN@domain`, so a bounce report names its reader and post even when its body does
+not; `bounces+unsubscribe-TOKEN@domain` is the mailto in List-Unsubscribe. Mail systems deliver
+a plus-addressed local part to the base mailbox (Postfix's recipient_delimiter, Gmail,
+Fastmail), so one mailbox receives everything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from .errors import BadToken
+from .tokens import MailToken, ReaderTokens
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+UNSUBSCRIBE_PREFIX = "unsubscribe-"
+AddressKind = Literal["bounce", "unsubscribe"]
+
+
+@dataclass(frozen=True)
+class ReturnAddress:
+    """What an address at the bounce mailbox says: what it is for and who it names."""
+
+    kind: AddressKind
+    token: str
+    reader: MailToken | None  # None: a token we did not sign (forged or mangled)
+
+
+class Verp:
+    """Builds and reads the plus-addressed variants of the bounce address."""
+
+    def __init__(self, bounce_address: str, tokens: ReaderTokens) -> None:
+        self.local, self.domain = bounce_address.rsplit("@", 1)
+        self.tokens = tokens
+        self._pattern = re.compile(
+            rf"^{re.escape(self.local)}\+(?P<unsub>{UNSUBSCRIBE_PREFIX})?(?P<token>[0-9a-f]+)"
+            rf"@{re.escape(self.domain)}$",
+            re.IGNORECASE,
+        )
+
+    def return_path(self, public_id: str | None, slug: str) -> str:
+        return f"{self.local}+{self.tokens.mail_token('bounce', public_id, slug)}@{self.domain}"
+
+    def unsubscribe_address(self, public_id: str | None, slug: str) -> str:
+        token = self.tokens.mail_token("unsubscribe", public_id, slug)
+        return f"{self.local}+{UNSUBSCRIBE_PREFIX}{token}@{self.domain}"
+
+    @property
+    def plain(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    def read(self, address: str) -> ReturnAddress | None:
+        """The kind and reader of one of our plus addresses; None for any other address."""
+        match = self._pattern.match(address.strip().strip("<>"))
+        if match is None:
+            return None
+        kind: AddressKind = "unsubscribe" if match["unsub"] else "bounce"
+        token = match["token"].lower()
+        try:
+            reader: MailToken | None = self.tokens.read_mail_token(kind, token)
+        except BadToken:
+            reader = None
+        return ReturnAddress(kind, token, reader)
+
+
+def verp_for(settings: Settings, tokens: ReaderTokens) -> Verp | None:
+    """The VERP addresses when NEWSLETTER_BOUNCE_ADDRESS is set; None sends as before."""
+    return Verp(settings.bounce_address, tokens) if settings.bounce_address else None
