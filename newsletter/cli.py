@@ -35,6 +35,7 @@ from . import subscriber_csv
 from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, PostError, environment_failure
+from .files import open_private
 from .posts import Post, check_images, find_post
 from .terminal import printable
 
@@ -316,7 +317,7 @@ def subscribers_export(
             typer.echo(document, nl=False)
             return
         try:
-            with subscriber_csv.private_file(file) as out:
+            with open_private(file) as out:
                 out.write(document)
         except OSError as e:
             raise NewsletterError(f"cannot write {file}: {e.strerror}") from e
@@ -327,7 +328,7 @@ def subscribers_export(
             subscriber_csv.export_csv(db, sys.stdout)
             return
         try:
-            with subscriber_csv.private_file(file) as out:
+            with open_private(file) as out:
                 count = subscriber_csv.export_csv(db, out)
         except OSError as e:
             raise NewsletterError(f"cannot write {file}: {e.strerror}") from e

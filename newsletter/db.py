@@ -13,7 +13,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -1017,17 +1017,20 @@ def iter_deliveries(db: Database, slug: str, batch: int = 2000) -> Iterator[Deli
 
 @dataclass(frozen=True)
 class PersonalData:
-    """Everything kept about one person (GDPR art. 15): their row, consent and deliveries."""
+    """Everything kept about one person (GDPR art. 15): their row, consent, deliveries and
+    what came back about them (bounce reports, complaints, unsubscribes)."""
 
     email: str
     subscriber: Subscriber | None
     deliveries: list[Delivery]
+    events: list[ReaderEvent] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "email": self.email,
             "subscriber": asdict(self.subscriber) if self.subscriber else None,
             "deliveries": [asdict(delivery) for delivery in self.deliveries],
+            "events": [asdict(event) for event in self.events],
         }
 
 
@@ -1045,6 +1048,7 @@ def personal_data(db: Database, email: str) -> PersonalData:
         email=subscriber.email if subscriber else email,
         subscriber=subscriber,
         deliveries=[Delivery(*row) for row in rows],
+        events=reader_events(db, subscriber_id=subscriber.id) if subscriber else [],
     )
 
 

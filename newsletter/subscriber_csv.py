@@ -10,7 +10,6 @@ unreadable half-way (binary junk, a line too long, bad UTF-8) still changes noth
 from __future__ import annotations
 
 import csv
-import os
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -304,13 +303,6 @@ def _merge(
             report.kept += 1
         else:
             report.reject(where, f"{subscriber.email} appears earlier in the import")
-
-
-def private_file(path: Path) -> TextIO:
-    """Open `path` for writing, readable by its owner only (0600): a list is personal data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # the file may have existed with wider permissions
-    return open(fd, "w", encoding="utf-8", newline="")
 
 
 def export_csv(db: Database, out: TextIO) -> int:

@@ -182,6 +182,9 @@ def test_reactivate_brings_bounced_readers_back(
             assert kinds == ["reactivate"]
     finally:
         database.close()
+    # What came back about a person is part of what is kept about them (GDPR art. 15).
+    person = json.loads(cli("subscribers", "export", "--email", readers[0]).stdout)
+    assert [event["kind"] for event in person["events"]] == ["reactivate"]
     smtp_sink.reject.clear()
     cli("send", SLUG, "--yes")  # the two bounced deliveries are not resent: the post is done
     cli("send", "four-not-three", "--yes")
