@@ -67,10 +67,24 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
+def mend_name(raw: str | None) -> str:
+    """A name from someone else's file, made fit for a header rather than refused: line breaks
+    and other control characters become spaces, and it is cut to the longest name kept."""
+    chars = (" " if _has_control_characters(c) else c for c in (raw or ""))
+    return " ".join("".join(chars).split())[:MAX_NAME_LENGTH].strip()
+
+
+# Format characters that belong in names: the joiners of emoji sequences and of Persian and
+# Indic scripts. Other format characters (bidi overrides among them) can disguise a name.
+_NAME_JOINERS = frozenset("\u200c\u200d")
+
+
 def _has_control_characters(text: str) -> bool:
     if text.isascii():  # the usual case, fast: only ASCII's control characters are unprintable
         return not text.isprintable()
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
+    return any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in _NAME_JOINERS for c in text
+    )
 
 
 def mask_address(email: str) -> str:

@@ -34,7 +34,7 @@ from . import db as store
 from . import subscriber_csv
 from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
-from .errors import ConfigError, NewsletterError, PostError, environment_failure
+from .errors import ConfigError, NewsletterError, environment_failure
 from .files import open_private
 from .posts import Post, check_images, find_post
 from .terminal import printable
@@ -202,7 +202,7 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
     """Unsubscribe a reader; the row stays so no import can bring them back."""
     with _database(_settings()) as db:
         subscriber = store.require_subscriber(db, normalise_address(email))
-        store.set_status(db, subscriber.id, "unsubscribed", "author")
+        store.remove_by_author(db, subscriber.id)
     typer.echo(f"Unsubscribed {subscriber.email}")
 
 
@@ -845,11 +845,19 @@ def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: 
         return
     if not yes and not typer.confirm(f"Send {count} to {active} active readers now?"):
         raise typer.Exit(1)
+    from .archive import check_sendable
+
     for slug in slugs:
         try:
-            post = find_post(settings.posts_dir, slug)
-        except PostError as e:  # the author deleted or broke it: theirs to decide
-            typer.echo(f"Warning: not sent: {e}", err=True)
+            post = find_post(settings.posts_dir, slug, settings.timezone)
+            with _database(settings) as db:
+                archived = store.archived_slugs(db)
+            # The author may have made it a draft or dated it later since the pull: as for
+            # `send`, those wait (`send --due` takes a scheduled post when its time comes).
+            check_sendable(post, archived, datetime.now(UTC), early=False)
+            check_images(post)
+        except NewsletterError as e:  # deleted, broken, a draft, scheduled: theirs to decide
+            typer.echo(f"Warning: not sent: {printable(str(e))}", err=True)
             continue
         with _database(settings) as db:
             due = store.count_due(db, post.slug)
@@ -896,7 +904,7 @@ def bounces_command(
             who = outcome.email or "-"
             typer.echo(
                 f"{outcome.action:<12} {who:<40} {outcome.kind:<13} {outcome.slug or '-'}"
-                f"  {outcome.detail}"
+                f"  {printable(outcome.detail or '')}"
             )
     if not as_json:
         handled = sum(outcome.handled for outcome in outcomes)

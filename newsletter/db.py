@@ -406,6 +406,18 @@ def set_status(
     return cursor.rowcount == 1
 
 
+def remove_by_author(db: Database, subscriber_id: int) -> None:
+    """`subscribers remove`: unsubscribed for cause. Also over the reader's own unsubscribe,
+    which the reader could undo: the author's decision is not theirs to undo."""
+    stamp = now()
+    db.execute(
+        "UPDATE subscribers SET status = 'unsubscribed', status_reason = 'author',"
+        " status_changed_at = CASE WHEN status = 'unsubscribed' THEN status_changed_at ELSE ?"
+        " END WHERE id = ?",
+        [stamp, subscriber_id],
+    )
+
+
 AddOutcome = Literal["added", "already active", "resubscribed"]
 
 
@@ -429,7 +441,10 @@ def add_by_author(
         )
     with db.atomic():
         set_status(db, existing.id, "active", "author")
-        db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [existing.id])
+        db.execute(
+            "UPDATE subscribers SET bounces = 0, name = coalesce(nullif(?, ''), name) WHERE id = ?",
+            [name, existing.id],
+        )
     return "resubscribed", require_subscriber(db, existing.email)
 
 
@@ -1155,8 +1170,9 @@ def activate_subscriber(
         db.execute("UPDATE subscribers SET bounces = 0 WHERE id = ?", [subscriber_id])
         if confirmed_request:
             db.execute(
-                "UPDATE subscribers SET name = requested_name, requested_name = NULL"
-                " WHERE id = ? AND requested_name IS NOT NULL",
+                # A blank name typed on the form keeps the one on file.
+                "UPDATE subscribers SET name = coalesce(nullif(requested_name, ''), name),"
+                " requested_name = NULL WHERE id = ? AND requested_name IS NOT NULL",
                 [subscriber_id],
             )
     return changed
@@ -1401,7 +1417,10 @@ def reader_events(
 
 def bounced_since(db: Database, since: str) -> list[Subscriber]:
     rows = db.execute(
+        # Bounced by this tool's sends or reports (NULL: before reasons were kept), not the
+        # addresses an import brought in as cleaned or undeliverable elsewhere.
         f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE status = 'bounced'"
+        " AND (status_reason IS NULL OR status_reason = 'bounce')"
         " AND status_changed_at >= ? ORDER BY id",
         [since],
     ).fetchall()
@@ -1457,15 +1476,17 @@ class WeekStats:
 
 def weekly_stats(db: Database) -> list[WeekStats]:
     """Joined by when each reader was added; left and bounced by their current status and when
-    it last changed (a reader who left and came back counts as joined only)."""
+    it last changed (a reader who left and came back counts as joined only). People an import
+    brought in as already gone (suppressed, never on this list) count in neither."""
     monday = "date({0}, '-' || ((strftime('%w', {0}) + 6) % 7) || ' days')"
+    imported_gone = "(status_reason = 'import' AND status IN ('unsubscribed', 'bounced'))"
     rows = db.execute(
         f"SELECT week, sum(joined), sum(left), sum(bounced) FROM ("
         f" SELECT {monday.format('created_at')} AS week, 1 AS joined, 0 AS left, 0 AS bounced"
-        "  FROM subscribers WHERE status != 'pending'"
+        f"  FROM subscribers WHERE status != 'pending' AND NOT {imported_gone}"
         f" UNION ALL SELECT {monday.format('status_changed_at')}, 0,"
         "  status = 'unsubscribed', status = 'bounced' FROM subscribers"
-        "  WHERE status IN ('unsubscribed', 'bounced')"
+        f"  WHERE status IN ('unsubscribed', 'bounced') AND NOT {imported_gone}"
         ") GROUP BY week ORDER BY week"
     ).fetchall()
     return [WeekStats(*row) for row in rows]

@@ -159,6 +159,10 @@ def confirm(db: Database, tokens: ReaderTokens, token: str, visitor: Visitor) ->
     subscriber = reader_from_confirm_link(db, tokens, token)
     if removed_by_author(subscriber):  # a link emailed before the author took them off
         raise SubscriberError(_REMOVED_BY_AUTHOR)
+    if subscriber.status != "active" and not _asked_since_last_change(subscriber):
+        # A link older than the reader's last change (they unsubscribed, complained or
+        # bounced after it was sent) must not undo that change: only a new request may.
+        raise SubscriberError(_STALE_CONFIRMATION)
     first_time = False
     if subscriber.status != "active":  # again is harmless and keeps the first consent
         first_time = store.activate_subscriber(
@@ -249,6 +253,18 @@ _USE_FORM = (
     "this address cannot be resubscribed from this link; subscribe again with the form, which "
     "confirms the address by email"
 )
+
+
+_STALE_CONFIRMATION = (
+    "this confirmation link is older than the last change to this address; subscribe again "
+    "with the form to get a new one"
+)
+
+
+def _asked_since_last_change(subscriber: store.Subscriber) -> bool:
+    """The newest confirmation email went out after the reader's status last changed."""
+    sent = subscriber.confirmation_sent_at
+    return sent is not None and sent >= subscriber.status_changed_at
 
 
 def removed_by_author(subscriber: store.Subscriber) -> bool:

@@ -21,7 +21,7 @@ from typing import IO, TextIO
 from sqlite_utils import Database
 
 from . import db as store
-from .addresses import clean_name, normalise_address, suggest_domain
+from .addresses import clean_name, mend_name, normalise_address, suggest_domain
 from .errors import ImportFileError, SubscriberError
 from .platforms import PLAIN, Layout, RowError, escape_cell, recognise
 
@@ -258,10 +258,15 @@ def _subscriber(
     try:
         row = layout.row(record)
         email = normalise_address(row.email)
-        name = clean_name(row.name)
     except (RowError, SubscriberError) as e:
         report.reject(where, str(e))
         return None
+    try:
+        name = clean_name(row.name)
+    except SubscriberError:
+        # The address is what matters (above all for someone who left: their row keeps them
+        # from being mailed); a name we cannot put in a header is mended, never the row lost.
+        name = mend_name(row.name)
     domain = email.rsplit("@", 1)[1].lower()
     if domain == DELETION_DOMAIN:
         report.deletion_requests += 1

@@ -62,9 +62,16 @@ class FeedServer:
 def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status = self._answer()
+            # Kept, status included, before the answer goes out: once the client has it, the
+            # test may look.
+            self.request_seen = Request(self.path, dict(self.headers.items()), 0)
             with server.lock:
-                server.requests.append(Request(self.path, dict(self.headers.items()), status))
+                server.requests.append(self.request_seen)
+            self._answer()
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self.request_seen.status = code
+            super().send_response(code, message)
 
         def _answer(self) -> int:
             if self.path in server.redirects:

@@ -211,6 +211,37 @@ def test_a_sixth_entry_is_written_sent_once_and_a_third_pull_asks_conditionally(
     assert len(smtp_sink.received) == 4
 
 
+def test_pull_send_leaves_a_scheduled_entry_and_a_draft_for_later(
+    feed_server: FeedServer, feed_cli: Cli, feed_project: Path, smtp_sink: SmtpSink
+) -> None:
+    """`pull --send` mails what `send` would: not a post dated later, nor one made a draft."""
+    blog = BLOGS[0]
+    url = feed_server.feed_url(blog.path)
+    feed_server.put(blog.path, blog.fixture)
+    with _db(feed_project) as database:
+        add_readers(database, 2)
+    feed_cli("pull", url)
+    later = blog.entry(6, "Next week", "<p>Not yet.</p>", now() + timedelta(days=7))
+    feed_server.put(blog.path, blog.with_entries(blog.fixture, later))
+
+    pulled = feed_cli("pull", "--send", "--yes", url)
+
+    assert "Wrote posts/next-week.md" in pulled.stdout
+    assert "Warning: not sent: 'next-week' is scheduled" in pulled.stderr
+    assert smtp_sink.received == []
+
+    draft = blog.entry(7, "Half done", "<p>Draft.</p>", now() - timedelta(hours=1))
+    feed_server.put(blog.path, blog.with_entries(blog.fixture, later, draft))
+    feed_cli("pull", url)  # written, not sent; then the author makes it a draft
+    path = feed_project / "posts" / "half-done.md"
+    path.write_text(path.read_text().replace("---\n", "---\ndraft: true\n", 1))
+
+    again = feed_cli("pull", "--send", "--yes", url)
+
+    assert "Warning: not sent: 'half-done' is a draft" in again.stderr
+    assert smtp_sink.received == []
+
+
 def test_a_new_entry_dated_long_before_the_first_pull_is_not_mailed(
     feed_server: FeedServer, feed_cli: Cli, feed_project: Path, smtp_sink: SmtpSink
 ) -> None:

@@ -52,12 +52,12 @@ def test_resubscribe_is_recorded_as_the_authors_action(cli: Cli, project: Path) 
     refused = cli("subscribers", "add", "ann@example.org", ok=False)
     assert refused.exit_code == 1
     assert "--resubscribe" in refused.stderr and refused.stderr.count("\n") == 1
-    cli("subscribers", "add", "ann@example.org", "--resubscribe")
+    cli("subscribers", "add", "ann@example.org", "--resubscribe", "--name", "Ann Archer")
     database = store.open_db(project / "newsletter.db")
     ann = store.get_subscriber(database, "ann@example.org")
     database.close()
     assert ann is not None
-    assert (ann.status, ann.status_reason) == ("active", "author")
+    assert (ann.status, ann.status_reason, ann.name) == ("active", "author", "Ann Archer")
     assert ann.status_changed_at[:10] == store.now()[:10]
 
 

@@ -670,6 +670,20 @@ def test_the_resubscribe_button_cannot_undo_the_authors_removal(
     assert troll is not None and (troll.status, troll.status_reason) == ("unsubscribed", "author")
 
 
+def test_the_authors_removal_after_the_readers_own_unsubscribe_still_holds(
+    live_server: LiveServer, db: Database, cli: Cli
+) -> None:
+    reader = store.add_subscriber(db, "troll@example.org")
+    token = reader_tokens(live_server.settings, db).unsubscribe(reader.public_id)
+    with browser(live_server) as client:
+        client.post(f"/unsubscribe/{token}")  # the reader's own: theirs to undo
+        cli("subscribers", "remove", "troll@example.org")  # then the author's, for cause
+        back = client.post(f"/resubscribe/{token}")
+    assert back.status_code == 400 and "the author took this address off the list" in back.text
+    troll = store.get_subscriber(db, "troll@example.org")
+    assert troll is not None and (troll.status, troll.status_reason) == ("unsubscribed", "author")
+
+
 def test_the_form_cannot_undo_the_authors_removal_either(
     live_server: LiveServer, db: Database, cli: Cli, smtp_sink: SmtpSink
 ) -> None:

@@ -220,6 +220,26 @@ def test_leaving_wins_and_joining_never_revives(cli: Cli, project: Path) -> None
     )
 
 
+def test_a_name_that_cannot_go_in_a_header_is_mended_and_the_row_kept(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    """Someone who left must stay suppressed whatever their name holds."""
+    listing = tmp_path / "names.csv"
+    listing.write_text(
+        "email,name,status\n"
+        "zwj@example.org,Ann \u200d\U0001f4bb,unsubscribed\n"  # an emoji sequence: kept whole
+        "rlm@example.org,Bo\u200f Bell,unsubscribed\n"  # a direction mark: mended
+        'eve@example.org,"Eve\r\nBcc: x@example.org",unsubscribed\n'  # a header break: mended
+    )
+    result = cli("subscribers", "import", str(listing))
+    assert "Added 0 active, 3 unsubscribed" in result.stdout and "rejected 0" in result.stdout
+    found = readers(project)
+    assert found["zwj@example.org"].name == "Ann \u200d\U0001f4bb"
+    assert found["rlm@example.org"].name == "Bo Bell"
+    assert found["eve@example.org"].name == "Eve Bcc: x@example.org"
+    assert {found[a].status for a in found} == {"unsubscribed"}
+
+
 def test_leaving_anywhere_in_an_import_wins(cli: Cli, project: Path, tmp_path: Path) -> None:
     """An export of two audiences: subscribed in one, unsubscribed from the other."""
     archive = tmp_path / "account-export.zip"

@@ -222,6 +222,19 @@ def test_stats_show_the_figures_of_a_send(
     assert re.search(r"\d{4}-\d\d-\d\d +█+ 6 +█+ 2 +█+ 1", text)
 
 
+def test_stats_leave_out_people_an_import_brought_in_as_already_gone(
+    project: Path, cli: Cli
+) -> None:
+    listing = project / "list.csv"
+    listing.write_text(
+        "email,name,status\nann@example.org,Ann,active\nbo@example.org,Bo,unsubscribed\n"
+        "cy@example.org,Cy,bounced\n"
+    )
+    cli("subscribers", "import", str(listing))
+    [week] = json.loads(cli("stats", "--json").stdout)["weeks"]
+    assert (week["joined"], week["left"], week["bounced"]) == (1, 0, 0)
+
+
 def test_the_breaker_trips_only_when_every_delivery_it_saw_was_refused() -> None:
     refused = classify_refusal("554 5.7.1 Relay access denied", permanent=True)
     written: list[str] = []

@@ -106,6 +106,35 @@ def test_confirming_makes_the_reader_active_and_keeps_the_consent(
     assert again == ann  # a second press changes nothing, the first consent stays
 
 
+def test_an_old_confirm_link_cannot_undo_a_later_complaint_or_unsubscribe(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    ask(mail_settings, db, tokens, "ann@example.org")
+    token = confirm_token(smtp_sink.received[0])
+    confirm_subscription(db, tokens, token, CONFIRMED)
+    ann = store.get_subscriber(db, "ann@example.org")
+    # Later, a complaint: the link from the confirmation email is still within its week.
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat(timespec="seconds")
+    db.execute(
+        "UPDATE subscribers SET status = 'unsubscribed', status_reason = 'complaint',"
+        " status_changed_at = ? WHERE id = ?",
+        [later, ann.id],
+    )
+    with pytest.raises(SubscriberError, match="older than the last change"):
+        confirm_subscription(db, tokens, token, CONFIRMED)
+    assert store.get_subscriber(db, "ann@example.org").status == "unsubscribed"
+
+
+def test_a_blank_name_on_the_form_keeps_the_name_on_file(
+    mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
+) -> None:
+    ann = store.add_subscriber(db, "ann@example.org", "Ann Archer")
+    store.set_status(db, ann.id, "unsubscribed", "reader")
+    ask(mail_settings, db, tokens, "ann@example.org", "")
+    confirm_subscription(db, tokens, confirm_token(smtp_sink.received[0]), CONFIRMED)
+    assert store.get_subscriber(db, "ann@example.org").name == "Ann Archer"
+
+
 def test_an_active_reader_is_left_alone_and_gets_no_email(
     mail_settings: Settings, db: Database, tokens: ReaderTokens, smtp_sink: SmtpSink
 ) -> None:
