@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from .config import Settings
+from .envelope import Envelope
 from .errors import DeliveryRefused, TransportError
-from .message import Envelope
 
 
 class Transport(Protocol):

@@ -13,7 +13,6 @@ import hashlib
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -22,21 +21,12 @@ from email.utils import format_datetime, formataddr
 
 from .config import Settings
 from .dkim import DkimSigner
+from .envelope import Envelope
 from .render import Personalised, RenderedIssue, unsubscribe_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_SLOT = b"XNLTEXTBODYX"
 _HTML_SLOT = b"XNLHTMLBODYX"
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A finished message and where it goes."""
-
-    sender: str
-    recipient: str
-    message_id: str
-    data: bytes
 
 
 def list_id(settings: Settings) -> str:
@@ -74,6 +64,18 @@ class IssueMessages:
         self._head, self._body_before_text, self._body_between, self._body_after = _skeleton(
             issue.subject, settings, date or datetime.now(UTC)
         )
+        if signer is not None:
+            # The signer sees the header block and the body in pieces, and canonicalises
+            # once the pieces every reader shares.
+            split = self._body_before_text.index(b"\r\n\r\n") + 2
+            self._mime_headers = self._body_before_text[:split]
+            self._body_start = self._body_before_text[split + 2 :]
+            for piece in (self._body_start, self._body_between, self._body_after):
+                signer.remember(piece)
+            for encoded in (self._text, self._html):
+                for chunk in encoded.chunks:
+                    if isinstance(chunk, bytes):
+                        signer.remember(chunk)
 
     def for_reader(self, subscriber_id: int, email: str, name: str, token: str) -> Envelope:
         return self._build(
@@ -92,21 +94,25 @@ class IssueMessages:
             f"Message-ID: {msg_id}\r\n"
             f"List-Unsubscribe: <{unsubscribe_url(self.settings, token)}>\r\n"
         ).encode("ascii")
-        text = self._text.encode(self.issue.text_values(name, email, token))
-        html = self._html.encode(self.issue.html_values(name, email, token))
+        text = self._text.pieces(self.issue.text_values(name, email, token))
+        html = self._html.pieces(self.issue.html_values(name, email, token))
         data = b"".join(
             (
                 self._head,
                 personal,
                 self._body_before_text,
-                text,
+                *text,
                 self._body_between,
-                html,
+                *html,
                 self._body_after,
             )
         )
         if self.signer is not None:
-            data = self.signer.sign(data)
+            signature = self.signer.signature(
+                self._head + personal + self._mime_headers,
+                (self._body_start, *text, self._body_between, *html, self._body_after),
+            )
+            data = signature + data
         return Envelope(self.sender.addr_spec, email, msg_id, data)
 
 
@@ -134,10 +140,14 @@ class EncodedBody:
         self.chunks = tuple(chunks)
 
     def encode(self, values: Mapping[str, str]) -> bytes:
-        return b"".join(
+        return b"".join(self.pieces(values))
+
+    def pieces(self, values: Mapping[str, str]) -> list[bytes]:
+        """The encoded body in its chunks (each whole lines): the shared ones as they are."""
+        return [
             chunk if isinstance(chunk, bytes) else _quoted_printable(chunk.fill(values))
             for chunk in self.chunks
-        )
+        ]
 
 
 def _quoted_printable(text: str) -> bytes:
