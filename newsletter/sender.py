@@ -149,7 +149,8 @@ def _run(run: Run, db: Database, slot: Any) -> None:
         )
         raise
     try:
-        run_connections(run, db, plan(settings, report.due), first, slot)
+        layout = plan(settings, report.due, signed=run.messages.signer is not None)
+        run_connections(run, db, layout, first, slot)
     except KeyboardInterrupt:  # Ctrl-C: a clean stop, reported like any other
         run.halt(INTERRUPTED)
     except BaseException:

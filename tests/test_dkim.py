@@ -429,7 +429,9 @@ def test_signed_send_over_processes_and_connections_verifies(
     settings = load_settings(smtp_project, environ={})
     with store_db(settings) as database:
         readers = add_readers(database, 60)
-    assert parallel.plan(settings, 60).processes == min(2, len(os.sched_getaffinity(0)))
+    assert parallel.plan(settings, 60, signed=True).processes == min(
+        2, len(os.sched_getaffinity(0))
+    )
     report = send_post(settings, find_post(settings.posts_dir))
     assert report.sent == 60 and sorted(smtp_sink.per_recipient()) == sorted(readers)
     lookup = dns_stand_in(name, value)

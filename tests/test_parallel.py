@@ -15,29 +15,38 @@ from newsletter.config import load_settings
 from newsletter.posts import find_post
 from newsletter.sender import send_post
 
-from .conftest import SmtpSink, write_env
+from .conftest import Cli, SmtpSink, write_env
 from .test_reliability import _newsletter, deliveries, seed_readers
 
 SLUG = "ofsted-joint-inspections"
 CORES = len(os.sched_getaffinity(0))
 
 
+def sign_with_dkim(project: Path, cli: Cli) -> None:
+    """A new key and the settings that use it: a signed send spreads over processes."""
+    cli("dkim", "generate", "--selector", "news", "--domain", "example.org")
+    write_env(project, DKIM_KEY_FILE="dkim.key", DKIM_SELECTOR="news", DKIM_DOMAIN="example.org")
+
+
 @pytest.mark.parametrize(
-    ("connections", "due", "cores", "layout", "first_share"),
+    ("connections", "due", "signed", "cores", "layout", "first_share"),
     [
-        (4, 20_000, 2, (2, 4), 2),
-        (1000, 20_000, 2, (2, 1000), 500),
-        (200, 4_000, 2, (2, 200), 100),
-        (200, 1_000, 2, (1, 100), 100),  # one connection per 10 readers at the most
-        (4, 20_000, 1, (1, 4), 4),  # pinned to one core: one process, threads
-        (7, 20_000, 3, (3, 7), 3),
-        (1, 1_000_000, 2, (1, 1), 1),
+        (4, 20_000, True, 2, (2, 4), 2),
+        (4, 20_000, False, 2, (1, 4), 4),  # unsigned: threads overlap the waiting
+        (1000, 20_000, True, 2, (2, 1000), 500),
+        (1000, 1_000_000, False, 2, (1, 1000), 1000),
+        (200, 4_000, True, 2, (2, 200), 100),
+        (200, 1_000, True, 2, (1, 100), 100),  # one connection per 10 readers at the most
+        (4, 20_000, True, 1, (1, 4), 4),  # pinned to one core: one process, threads
+        (7, 20_000, True, 3, (3, 7), 3),
+        (1, 1_000_000, True, 2, (1, 1), 1),
     ],
 )
 def test_plan_spreads_connections_over_processes_by_core(
     project: Path,
     connections: int,
     due: int,
+    signed: bool,
     cores: int,
     layout: tuple[int, int],
     first_share: int,
@@ -49,7 +58,7 @@ def test_plan_spreads_connections_over_processes_by_core(
             "NEWSLETTER_SMTP_CONNECTIONS": str(connections),
         },
     )
-    plan = parallel.plan(settings, due, cores)
+    plan = parallel.plan(settings, due, signed=signed, cores=cores)
     assert (plan.processes, plan.connections) == layout
     assert plan.threads(0) == first_share
     assert sum(plan.threads(shard) for shard in range(plan.processes)) == plan.connections
@@ -58,16 +67,18 @@ def test_plan_spreads_connections_over_processes_by_core(
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", ["parent", "process-group"])
 def test_sigkill_at_many_connections_per_process_repeats_at_most_one_per_connection(
-    smtp_project: Path, smtp_sink: SmtpSink, kill: str
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli, kill: str
 ) -> None:
-    """40 connections in two processes of 20 threads: killed mid-send (the parent alone, as
-    the OOM killer would, or the whole group), then run again: everyone has it once, except
-    at most the one message each connection had in flight."""
+    """40 connections in two processes of 20 threads (a signed send takes one process per
+    core): killed mid-send (the parent alone, as the OOM killer would, or the whole group),
+    then run again: everyone has it once, except at most the one message each connection
+    had in flight."""
     connections = 40
+    sign_with_dkim(smtp_project, cli)
     write_env(smtp_project, SMTP_CONNECTIONS=connections)
     readers = seed_readers(smtp_project, 6000)
     settings = load_settings(smtp_project, environ={})
-    assert parallel.plan(settings, len(readers)).processes == min(2, CORES)
+    assert parallel.plan(settings, len(readers), signed=True).processes == min(2, CORES)
 
     first = _newsletter(smtp_project, "send", "--yes")
     deadline = time.monotonic() + 90
@@ -103,18 +114,19 @@ def test_sigkill_at_many_connections_per_process_repeats_at_most_one_per_connect
 
 @pytest.mark.slow
 def test_rate_limit_holds_across_all_connections_and_processes(
-    smtp_project: Path, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """20 connections in two processes share one NEWSLETTER_SMTP_RATE: the server sees no
     more than the rate (judged on the times it took each message, with room for jitter)."""
     monkeypatch.setattr(parallel, "READERS_PER_PROCESS", 50)  # two processes for 300 readers
     rate, count = 100, 300
+    sign_with_dkim(smtp_project, cli)
     readers = seed_readers(smtp_project, count)
     settings = load_settings(
         smtp_project,
         environ={"NEWSLETTER_SMTP_CONNECTIONS": "20", "NEWSLETTER_SMTP_RATE": str(rate)},
     )
-    assert parallel.plan(settings, count).processes == min(2, CORES)
+    assert parallel.plan(settings, count, signed=True).processes == min(2, CORES)
     report = send_post(settings, find_post(settings.posts_dir, SLUG))
     assert report.sent == count and smtp_sink.per_recipient() == Counter(readers)
     assert smtp_sink.connections >= 20  # it really went over all the connections
