@@ -73,6 +73,7 @@ class DkimSigner:
         self.selector = selector.encode("ascii")
         self.domain = domain.encode("ascii")
         self._remembered: dict[bytes, bytes] = {}
+        self._remembered_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
         self._key = _openssl_key(private_key)
 
     def __getstate__(self) -> dict[str, object]:
@@ -89,28 +90,35 @@ class DkimSigner:
         """The message with its DKIM-Signature header on top."""
         end = message.find(b"\r\n\r\n")
         if end < 0:  # headers only, no body
-            return self.signature(message, (), timestamp=timestamp) + message
+            return self.signature((message,), (), timestamp=timestamp) + message
         head, body = message[: end + 2], message[end + 4 :]
-        return self.signature(head, (body,), timestamp=timestamp) + message
+        return self.signature((head,), (body,), timestamp=timestamp) + message
 
     def remember(self, piece: bytes) -> None:
         """Canonicalise once a body piece that many messages share (whole CRLF lines)."""
         if len(self._remembered) < _REMEMBERED_LIMIT:
             self._remembered[piece] = _canonical_lines(piece)
 
-    def signature(
-        self, head: bytes, body: Iterable[bytes], *, timestamp: int | None = None
-    ) -> bytes:
-        """The DKIM-Signature header field for a message given as its header block (ending
-        in CRLF) and its body in pieces that each end at a line end.
+    def remember_headers(self, piece: bytes) -> None:
+        """Parse and canonicalise once header fields that many messages share."""
+        if len(self._remembered_headers) < _REMEMBERED_LIMIT:
+            self._remembered_headers[piece] = _canonical_headers(piece)
 
-        Relaxed body canonicalisation works line by line, so pieces canonicalise apart; only
-        the trailing empty lines of the whole body are left to the end.
+    def signature(
+        self, head: Iterable[bytes], body: Iterable[bytes], *, timestamp: int | None = None
+    ) -> bytes:
+        """The DKIM-Signature header field for a message given as its header fields and its
+        body, each in pieces that end at a line end (a header field whole in one piece).
+
+        Relaxed canonicalisation works field by field and line by line, so pieces
+        canonicalise apart; only the trailing empty lines of the whole body are left to the
+        end.
         """
         remembered = self._remembered
         canonical = b"".join(remembered.get(p) or _canonical_lines(p) for p in body)
         canonical = correct_empty_body(strip_trailing_lines(canonical))
-        headers, _ = dkim.rfc822_parse(head + b"\r\n")
+        known = self._remembered_headers
+        headers = [h for piece in head for h in known.get(piece) or _canonical_headers(piece)]
         fields = [
             (b"v", b"1"),
             (b"a", b"rsa-sha256"),
@@ -132,7 +140,7 @@ class DkimSigner:
         dkim.hash_headers(
             hasher,
             _RELAXED,
-            _RELAXED.canonicalize_headers(headers),
+            headers,
             _INCLUDE,
             (_HEADER_NAME, b" " + value),
             dict(fields),
@@ -152,6 +160,12 @@ class DkimSigner:
 def _canonical_lines(piece: bytes) -> bytes:
     """Relaxed body canonicalisation (RFC 6376 3.4.4) of whole lines, as dkimpy does it."""
     return compress_whitespace(strip_trailing_whitespace(piece))
+
+
+def _canonical_headers(piece: bytes) -> list[tuple[bytes, bytes]]:
+    """Header fields (whole, CRLF-ended) parsed and relaxed-canonicalised by dkimpy."""
+    fields, _ = dkim.rfc822_parse(piece + b"\r\n")
+    return _RELAXED.canonicalize_headers(fields)
 
 
 def _openssl_key(private_key: bytes) -> rsa.RSAPrivateKey:

@@ -70,6 +70,8 @@ class IssueMessages:
             split = self._body_before_text.index(b"\r\n\r\n") + 2
             self._mime_headers = self._body_before_text[:split]
             self._body_start = self._body_before_text[split + 2 :]
+            signer.remember_headers(self._head)
+            signer.remember_headers(self._mime_headers)
             for piece in (self._body_start, self._body_between, self._body_after):
                 signer.remember(piece)
             for encoded in (self._text, self._html):
@@ -109,7 +111,7 @@ class IssueMessages:
         )
         if self.signer is not None:
             signature = self.signer.signature(
-                self._head + personal + self._mime_headers,
+                (self._head, personal, self._mime_headers),
                 (self._body_start, *text, self._body_between, *html, self._body_after),
             )
             data = signature + data
