@@ -74,6 +74,7 @@ class DkimSigner:
         self.domain = domain.encode("ascii")
         self._remembered: dict[bytes, bytes] = {}
         self._remembered_headers: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        self._selections: dict[tuple[bytes, ...], list[int]] = {}
         self._key = _openssl_key(private_key)
 
     def __getstate__(self) -> dict[str, object]:
@@ -136,21 +137,33 @@ class DkimSigner:
         # From here as dkimpy's DomainSigner.gen_header, with OpenSSL's RSA.
         value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_HEADER_NAME))
         value = dkim.RE_BTAG.sub(b"\\1", value)
+        # dkimpy's hash_headers, with its choice of fields made once per header layout.
         hasher = hashlib.sha256()
-        dkim.hash_headers(
-            hasher,
-            _RELAXED,
-            headers,
-            _INCLUDE,
-            (_HEADER_NAME, b" " + value),
-            dict(fields),
-        )
+        for name, field_value in [
+            *(headers[i] for i in self._selection(headers)),
+            *((n, v.rstrip()) for n, v in _RELAXED.canonicalize_headers([(_HEADER_NAME, value)])),
+        ]:
+            hasher.update(name)
+            hasher.update(b":")
+            hasher.update(field_value)
         rsa_signature = self._key.sign(
             hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
         )
         fields[-1] = (b"b", base64.b64encode(rsa_signature))
         value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
         return _HEADER_NAME + b": " + dkim.fold(value, namelen=len(_HEADER_NAME))
+
+    def _selection(self, headers: list[tuple[bytes, bytes]]) -> list[int]:
+        """Which fields, in which order, dkimpy's select_headers signs: the same for every
+        message with the same field names in the same order, so chosen once."""
+        names = tuple(name for name, _ in headers)
+        chosen = self._selections.get(names)
+        if chosen is None:
+            numbered = [(name, str(i).encode()) for i, name in enumerate(names)]
+            chosen = [int(i) for _, i in dkim.select_headers(numbered, _INCLUDE)]
+            if len(self._selections) < _REMEMBERED_LIMIT:
+                self._selections[names] = chosen
+        return chosen
 
     @functools.cached_property
     def key_bits(self) -> int:
