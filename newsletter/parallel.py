@@ -19,6 +19,7 @@ import multiprocessing.queues
 import multiprocessing.sharedctypes
 import os
 import queue
+import resource
 import signal
 import threading
 import time
@@ -257,6 +258,7 @@ def _serve(
     if connections == 1:
         _worker(run, next_reader, first, db)
         return
+    _room_for_sockets(connections)
     errors: list[BaseException] = []
 
     def connection(transport: Transport | None) -> None:
@@ -281,6 +283,18 @@ def _serve(
                 run.halt(INTERRUPTED)
     if errors:
         raise errors[0]
+
+
+def _room_for_sockets(connections: int) -> None:
+    """Each connection is a socket: lift the soft limit on open files (often 1,024) towards
+    the hard one, which 1,000 connections would otherwise reach."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 100  # the database, the log, the interpreter's own
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE,
+            (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard),
+        )
 
 
 def _worker(
