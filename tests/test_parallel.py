@@ -136,3 +136,17 @@ def test_rate_limit_holds_across_all_connections_and_processes(
     assert span >= 0.9 * (count - 1) / rate, span  # a shared budget, not one per process
     busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
     assert busiest <= 1.3 * rate, busiest
+
+
+def test_a_thousand_connections_get_room_for_their_sockets() -> None:
+    """A common soft limit of open files (1,024) would stop the 1,000th connection."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        parallel._room_for_sockets(1000)
+        lifted = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert lifted == (1100 if hard == resource.RLIM_INFINITY else min(1100, hard))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
