@@ -226,14 +226,14 @@ def rate_slot() -> multiprocessing.sharedctypes.Synchronized:
     return context().Value("d", 0.0)
 
 
-def run_connections(run: Run, db: Database, layout: Layout, first: Transport, slot: Any) -> None:
+def run_connections(run: Run, db: Database, layout: Layout, first: Transport) -> None:
     """Deliver to everyone queued: here, or in one process per core."""
     if layout.processes == 1:
         readers = store.iter_outstanding(db, run.slug)
         _serve(run, db, readers, layout.connections, first, parent=None)
     else:
         first.close()  # it proved the server is there; each process opens its own
-        _run_processes(run, layout, slot)
+        _run_processes(run, layout)
 
 
 def _serve(
@@ -318,7 +318,7 @@ def _worker(
             transport.close()
 
 
-def _run_processes(run: Run, layout: Layout, slot: Any) -> None:
+def _run_processes(run: Run, layout: Layout) -> None:
     """One process per core, each with its share of readers and connections.
 
     The children report each outcome here, where the tallies, the progress bar and the
@@ -339,7 +339,7 @@ def _run_processes(run: Run, layout: Layout, slot: Any) -> None:
     children = [
         ctx.Process(
             target=_send_share,
-            args=(job, shard, layout, outcomes, stop, slot, os.getpid()),
+            args=(job, shard, layout, outcomes, stop, run.rate.slot, os.getpid()),
             name=f"newsletter-send-{shard}",
             daemon=True,
         )

@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database
 
@@ -99,7 +98,6 @@ def send_post(
                 report.already_sent = store.count_delivered(db, post.slug)
                 if report.due:
                     send_id = store.start_send(db, post.slug, "real")
-                    slot = rate_slot()
                     run = Run(
                         settings,
                         post.slug,
@@ -110,9 +108,9 @@ def send_post(
                         progress,
                         transport_factory,
                         stop=threading.Event(),
-                        rate=RateLimiter(settings.smtp_rate, slot),
+                        rate=RateLimiter(settings.smtp_rate, rate_slot()),
                     )
-                    _run(run, db, slot)
+                    _run(run, db)
     finally:
         db.close()
     report.seconds = time.monotonic() - started
@@ -138,7 +136,7 @@ def _dry_run(
             progress("sent")
 
 
-def _run(run: Run, db: Database, slot: Any) -> None:
+def _run(run: Run, db: Database) -> None:
     """Deliver to everyone queued; the send log's run row says how it ended."""
     settings, report = run.settings, run.report
     try:
@@ -150,7 +148,7 @@ def _run(run: Run, db: Database, slot: Any) -> None:
         raise
     try:
         layout = plan(settings, report.due, signed=run.messages.signer is not None)
-        run_connections(run, db, layout, first, slot)
+        run_connections(run, db, layout, first)
     except KeyboardInterrupt:  # Ctrl-C: a clean stop, reported like any other
         run.halt(INTERRUPTED)
     except BaseException:
