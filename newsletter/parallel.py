@@ -98,10 +98,18 @@ def plan(settings: Settings, due: int, *, signed: bool, cores: int | None = None
     """
     if not settings.uses_smtp:
         return Layout(1, 1)  # one outbox writer
-    cores = cores or len(os.sched_getaffinity(0))
+    cores = cores or usable_cores()
     connections = max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))
     processes = min(cores, connections, due // READERS_PER_PROCESS) if signed else 1
     return Layout(max(1, processes), connections)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset` narrows them), or all where the OS
+    cannot say (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class RateLimiter:
