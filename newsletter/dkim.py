@@ -172,6 +172,8 @@ class DkimSigner:
 
 def _canonical_lines(piece: bytes) -> bytes:
     """Relaxed body canonicalisation (RFC 6376 3.4.4) of whole lines, as dkimpy does it."""
+    if b"\t" not in piece and b"  " not in piece and b" \r\n" not in piece:
+        return piece  # no tab, no run of spaces, no space at a line end: nothing to change
     return compress_whitespace(strip_trailing_whitespace(piece))
 
 
