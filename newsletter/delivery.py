@@ -36,7 +36,7 @@ def deliver(
     """One reader: send with retries, then record the outcome. Returns the live transport.
 
     `db` is the process's one connection, shared by its connections' threads: every use is
-    under `run.db_lock`.
+    under `run.db_lock` (one lock for all the sending processes).
     """
     settings = run.settings
 

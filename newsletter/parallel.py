@@ -149,7 +149,8 @@ class Run:
     rate: RateLimiter
     consecutive_failures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    db_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held for every use of the process's SQLite connection; shared by all the processes.
+    db_lock: Any = field(default_factory=threading.Lock)
 
     def count(self, outcome: Outcome, failure: str | None = None) -> None:
         with self.lock:
@@ -335,6 +336,9 @@ def _run_processes(run: Run, layout: Layout) -> None:
     ctx = context()
     outcomes = ctx.Queue()
     stop = ctx.Event()
+    # One writer at a time across the processes: SQLite would make a loser sleep a millisecond
+    # or more in its busy handler; a shared lock wakes the next writer at once.
+    log_lock = ctx.Lock()
     job = Job(
         run.settings,
         run.slug,
@@ -347,7 +351,7 @@ def _run_processes(run: Run, layout: Layout) -> None:
     children = [
         ctx.Process(
             target=_send_share,
-            args=(job, shard, layout, outcomes, stop, run.rate.slot, os.getpid()),
+            args=(job, shard, layout, outcomes, stop, run.rate.slot, log_lock, os.getpid()),
             name=f"newsletter-send-{shard}",
             daemon=True,
         )
@@ -393,6 +397,7 @@ def _send_share(
     outcomes: multiprocessing.queues.Queue[_SharedBatch],
     stop: StopFlag,
     slot: Any,
+    log_lock: Any,
     parent: int,
 ) -> None:
     """A child process: deliver the readers of one share, tell the parent each outcome."""
@@ -410,6 +415,7 @@ def _send_share(
         stop=stop,
         rate=RateLimiter(job.settings.smtp_rate, slot),
         outcomes=outcomes,
+        db_lock=log_lock,
     )
     readers = store.iter_outstanding(db, job.slug, shard=shard, shards=layout.processes)
     try:
