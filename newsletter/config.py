@@ -171,7 +171,7 @@ def load_settings(
         smtp_security=security,  # type: ignore[arg-type]
         smtp_timeout=parse("SMTP_TIMEOUT", _positive(float), 30.0, "a number of seconds"),
         smtp_connections=parse(
-            "SMTP_CONNECTIONS", _at_least(1, 64), 4, "a whole number from 1 to 64"
+            "SMTP_CONNECTIONS", _at_least(1, 1000), 4, "a whole number from 1 to 1000"
         ),
         smtp_rate=parse("SMTP_RATE", _positive(float), None, "messages per second, above 0"),
         smtp_messages_per_connection=parse(

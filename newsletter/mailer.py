@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from .config import Settings
+from .envelope import Envelope
 from .errors import DeliveryRefused, TransportError
 from .files import make_private, make_private_dir
-from .message import Envelope
 
 
 class Transport(Protocol):

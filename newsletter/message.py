@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -21,22 +20,13 @@ from email.utils import format_datetime, formataddr
 
 from .config import Settings
 from .dkim import DkimSigner
+from .envelope import Envelope
 from .headers import check_header, check_newsletter_headers, mend_header
 from .render import Personalised, RenderedIssue, unsubscribe_url
 from .verp import Verp
 
 _TEXT_SLOT = b"XNLTEXTBODYX"
 _HTML_SLOT = b"XNLHTMLBODYX"
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A finished message and where it goes."""
-
-    sender: str
-    recipient: str
-    message_id: str
-    data: bytes
 
 
 def list_id(settings: Settings) -> str:
@@ -80,6 +70,20 @@ class IssueMessages:
         self._head, self._body_before_text, self._body_between, self._body_after = _skeleton(
             issue.subject, settings, date or datetime.now(UTC)
         )
+        if signer is not None:
+            # The signer sees the header block and the body in pieces, and canonicalises
+            # once the pieces every reader shares.
+            split = self._body_before_text.index(b"\r\n\r\n") + 2
+            self._mime_headers = self._body_before_text[:split]
+            self._body_start = self._body_before_text[split + 2 :]
+            signer.remember_headers(self._head)
+            signer.remember_headers(self._mime_headers)
+            for piece in (self._body_start, self._body_between, self._body_after):
+                signer.remember(piece)
+            for encoded in (self._text, self._html):
+                for chunk in encoded.chunks:
+                    if isinstance(chunk, bytes):
+                        signer.remember(chunk)
 
     def for_reader(self, reader_id: str | int, email: str, name: str, token: str) -> Envelope:
         """One reader's message; `reader_id` is their public id (it names them in the VERP
@@ -110,21 +114,25 @@ class IssueMessages:
             f"Message-ID: {msg_id}\r\n"
             f"List-Unsubscribe: {unsubscribe}\r\n"
         ).encode("ascii")
-        text = self._text.encode(self.issue.text_values(name, email, token))
-        html = self._html.encode(self.issue.html_values(name, email, token))
+        text = self._text.pieces(self.issue.text_values(name, email, token))
+        html = self._html.pieces(self.issue.html_values(name, email, token))
         data = b"".join(
             (
                 self._head,
                 personal,
                 self._body_before_text,
-                text,
+                *text,
                 self._body_between,
-                html,
+                *html,
                 self._body_after,
             )
         )
         if self.signer is not None:
-            data = self.signer.sign(data)
+            signature = self.signer.signature(
+                (self._head, personal, self._mime_headers),
+                (self._body_start, *text, self._body_between, *html, self._body_after),
+            )
+            data = signature + data
         return Envelope(sender, email, msg_id, data)
 
 
@@ -152,10 +160,14 @@ class EncodedBody:
         self.chunks = tuple(chunks)
 
     def encode(self, values: Mapping[str, str]) -> bytes:
-        return b"".join(
+        return b"".join(self.pieces(values))
+
+    def pieces(self, values: Mapping[str, str]) -> list[bytes]:
+        """The encoded body in its chunks (each whole lines): the shared ones as they are."""
+        return [
             chunk if isinstance(chunk, bytes) else _quoted_printable(chunk.fill(values))
             for chunk in self.chunks
-        )
+        ]
 
 
 def _quoted_printable(text: str) -> bytes:

@@ -96,6 +96,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    at: float = 0.0  # time.monotonic() when the server took it
 
     @property
     def message(self) -> EmailMessage:
@@ -150,7 +151,12 @@ class SmtpSink:
             return "451 4.3.0 try again later"
         with self.lock:
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    time.monotonic(),
+                )
             )
         return f"250 2.0.0 OK queued as {n}"
 

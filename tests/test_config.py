@@ -61,7 +61,7 @@ def test_port_defaults_follow_the_security_mode(tmp_path: Path) -> None:
         (
             "SMTP_CONNECTIONS",
             "0",
-            "NEWSLETTER_SMTP_CONNECTIONS must be a whole number from 1 to 64",
+            "NEWSLETTER_SMTP_CONNECTIONS must be a whole number from 1 to 1000",
         ),
         ("SMTP_RATE", "-3", "NEWSLETTER_SMTP_RATE must be messages per second"),
         (

@@ -7,7 +7,9 @@ Verification is dkimpy's own `dkim.verify`, with a stand-in for DNS that answers
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
+import os
 import re
 import secrets
 import stat
@@ -41,6 +43,19 @@ DKIM_ENV = {
     "NEWSLETTER_DKIM_SELECTOR": "news",
     "NEWSLETTER_DKIM_DOMAIN": "example.org",
 }
+
+
+@contextlib.contextmanager
+def store_db(settings):
+    from newsletter import db as store
+
+    database = store.open_db(settings.db_path)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
 RECORD_LINE = re.compile(r'(\S+) IN TXT "(v=DKIM1; k=rsa; p=[A-Za-z0-9+/]+=*)"')
 
 
@@ -360,3 +375,64 @@ def test_send_with_a_broken_key_stops_before_sending(
         f"Error: {smtp_project / 'dkim.key'}: not an unencrypted RSA private key in PEM form (PKCS#1 or PKCS#8)"
     )
     assert smtp_sink.received == []
+
+
+# --- signing through OpenSSL ------------------------------------------------------------------
+
+
+def test_openssl_signature_is_byte_for_byte_dkimpys(
+    project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same header as dkimpy's pure-Python signer, whitespace to fix and all."""
+    import time
+
+    from newsletter.dkim import _INCLUDE_HEADERS
+
+    generate(cli, "--selector", "news")
+    signer = signer_from_settings(load_settings(project, environ=DKIM_ENV))
+    assert signer is not None
+    message = (
+        b"From: Jane <jane@example.org>\r\nTo: ann@example.org\r\nSubject:  many   spaces \r\n"
+        b"Message-ID: <1@example.org>\r\n\r\nbody \t line  \r\n\r\n.dot\r\n\r\n\r\n"
+    )
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)
+    expected = dkim.sign(
+        message,
+        b"news",
+        b"example.org",
+        (project / "dkim.key").read_bytes(),
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=_INCLUDE_HEADERS,
+    )
+    assert signer.sign(message) == expected + message
+
+
+def test_signed_send_over_processes_and_connections_verifies(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sending process loads its own OpenSSL key; every message verifies with dkimpy."""
+    from newsletter import parallel
+    from newsletter.posts import find_post
+    from newsletter.sender import send_post
+
+    from .conftest import add_readers
+
+    monkeypatch.setattr(parallel, "READERS_PER_PROCESS", 10)
+    name, value = generate(cli, "--selector", "news", "--domain", "example.org")
+    write_env(
+        smtp_project,
+        DKIM_KEY_FILE="dkim.key",
+        DKIM_SELECTOR="news",
+        DKIM_DOMAIN="example.org",
+        SMTP_CONNECTIONS=6,
+    )
+    settings = load_settings(smtp_project, environ={})
+    with store_db(settings) as database:
+        readers = add_readers(database, 60)
+    assert parallel.plan(settings, 60, signed=True).processes == min(
+        2, len(os.sched_getaffinity(0))
+    )
+    report = send_post(settings, find_post(settings.posts_dir))
+    assert report.sent == 60 and sorted(smtp_sink.per_recipient()) == sorted(readers)
+    lookup = dns_stand_in(name, value)
+    assert all(dkim.verify(r.data, dnsfunc=lookup) for r in smtp_sink.received)
