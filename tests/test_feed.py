@@ -119,6 +119,18 @@ def post_files(project: Path) -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted((project / "posts").glob("*.md"))}
 
 
+def first_pull(
+    blog: Blog, feed_server: FeedServer, feed_cli: Cli, project: Path, *, readers: int
+) -> tuple[str, list[str]]:
+    """Serve the blog's feed, put `readers` on the list, and pull once (the back catalogue)."""
+    url = feed_server.feed_url(blog.path)
+    feed_server.put(blog.path, blog.fixture)
+    with _db(project) as database:
+        addresses = add_readers(database, readers)
+    feed_cli("pull", url)
+    return url, addresses
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -166,11 +178,7 @@ def test_first_pull_writes_the_back_catalogue_and_send_mails_none_of_it(
 def test_a_sixth_entry_is_written_sent_once_and_a_third_pull_asks_conditionally(
     blog: Blog, feed_server: FeedServer, feed_cli: Cli, feed_project: Path, smtp_sink: SmtpSink
 ) -> None:
-    url = feed_server.feed_url(blog.path)
-    feed_server.put(blog.path, blog.fixture)
-    with _db(feed_project) as database:
-        readers = add_readers(database, 4)
-    feed_cli("pull", url)
+    url, readers = first_pull(blog, feed_server, feed_cli, feed_project, readers=4)
     sixth = blog.entry(
         6,
         "Ofsted, again",
@@ -216,11 +224,7 @@ def test_pull_send_leaves_a_scheduled_entry_and_a_draft_for_later(
 ) -> None:
     """`pull --send` mails what `send` would: not a post dated later, nor one made a draft."""
     blog = BLOGS[0]
-    url = feed_server.feed_url(blog.path)
-    feed_server.put(blog.path, blog.fixture)
-    with _db(feed_project) as database:
-        add_readers(database, 2)
-    feed_cli("pull", url)
+    url, _ = first_pull(blog, feed_server, feed_cli, feed_project, readers=2)
     later = blog.entry(6, "Next week", "<p>Not yet.</p>", now() + timedelta(days=7))
     feed_server.put(blog.path, blog.with_entries(blog.fixture, later))
 
@@ -247,11 +251,7 @@ def test_a_new_entry_dated_long_before_the_first_pull_is_not_mailed(
 ) -> None:
     """A blog that moves gets new guids for old posts: they must not all go out again."""
     blog = BLOGS[1]
-    url = feed_server.feed_url(blog.path)
-    feed_server.put(blog.path, blog.fixture)
-    with _db(feed_project) as database:
-        add_readers(database, 2)
-    feed_cli("pull", url)
+    url, _ = first_pull(blog, feed_server, feed_cli, feed_project, readers=2)
     moved = blog.fixture.replace("?p=", "?moved=")
     feed_server.put(blog.path, moved)
 
@@ -280,11 +280,7 @@ def test_the_first_pull_with_send_mails_nothing(
 def test_script_onclick_and_tracking_pixels_are_gone_from_the_email(
     blog: Blog, feed_server: FeedServer, feed_cli: Cli, feed_project: Path, smtp_sink: SmtpSink
 ) -> None:
-    url = feed_server.feed_url(blog.path)
-    feed_server.put(blog.path, blog.fixture)
-    with _db(feed_project) as database:
-        add_readers(database, 1)
-    feed_cli("pull", url)
+    url, _ = first_pull(blog, feed_server, feed_cli, feed_project, readers=1)
     hostile = (
         '<p onclick="steal(document.cookie)">Read <a href="/2026/01/next.html" '
         'onmouseover="track()">the next one</a>.</p>'
@@ -694,11 +690,7 @@ def test_a_post_not_sent_because_the_mail_server_was_down_goes_at_the_next_poll(
     from .conftest import write_env
 
     blog = BLOGS[0]
-    url = feed_server.feed_url(blog.path)
-    feed_server.put(blog.path, blog.fixture)
-    with _db(feed_project) as database:
-        readers = add_readers(database, 2)
-    feed_cli("pull", url)
+    url, readers = first_pull(blog, feed_server, feed_cli, feed_project, readers=2)
     feed_server.put(
         blog.path,
         blog.with_entries(blog.fixture, blog.entry(11, "Late news", "<p>News.</p>", now())),
