@@ -10,7 +10,8 @@ Sections (`--only` takes a comma-separated list of them):
 - loopback: smtp-sink pinned to CPU 0, everything measured pinned to CPU 1 (`taskset`): the
   ceiling (pre-built copies pushed with plain smtplib over one connection, before and after,
   the higher kept) against `newsletter send` over 1 and 4 connections.
-- dkim: unpinned, default connections: a DKIM-signed send against the same send unsigned.
+- dkim: unpinned, default connections: a DKIM-signed send (RSA-2048) against the same send
+  unsigned, each twice in turn; the faster of each counts.
 - latency: `smtp-sink -w 1` (each DATA answered after one second, like a slow relay): 1, 10,
   50 and 200 connections, 20 readers a connection.
 - hourly: a sink of our own that answers each message after 50 ms or 200 ms (smtp-sink's
@@ -336,17 +337,18 @@ def dkim_section(root: Path, lists: Lists, readers: int) -> None:
                 "NEWSLETTER_DKIM_KEY_FILE=dkim.key\nNEWSLETTER_DKIM_SELECTOR=news\n"
                 "NEWSLETTER_DKIM_DOMAIN=example.org\n"
             )
-        rows = [
-            send(plain, lists, readers, "newsletter send, unsigned"),
-            send(signed, lists, readers, "newsletter send, DKIM-signed (RSA-2048)"),
-            send(plain, lists, readers, "newsletter send, unsigned (again)"),
-        ]
+        # Each twice, in turn, so that a change in the machine's load hits both alike.
+        rows = []
+        for turn in ("", " (again)"):
+            rows.append(send(plain, lists, readers, f"newsletter send, unsigned{turn}"))
+            rows.append(send(signed, lists, readers, f"newsletter send, DKIM-signed{turn}"))
     finally:
         sink.stop()
     base = max(rows[0], rows[2], key=lambda m: m.rate)
+    best = max(rows[1], rows[3], key=lambda m: m.rate)
     table(rows, base, "ratio: to the faster unsigned run")
-    ratio = rows[1].rate / base.rate
-    target("signed / unsigned", ratio, ratio >= 0.8, ">= 0.8")
+    ratio = best.rate / base.rate
+    target("signed / unsigned (the faster of each)", ratio, ratio >= 0.8, ">= 0.8")
 
 
 def latency(root: Path, lists: Lists) -> None:

@@ -834,28 +834,20 @@ def count_delivered(db: Database, slug: str) -> int:
 
 
 def iter_outstanding(
-    db: Database,
-    slug: str,
-    *,
-    shard: int = 0,
-    shards: int = 1,
-    batch: int = 500,
-    after_id: int = 0,
+    db: Database, slug: str, *, batch: int = 500, after_id: int = 0
 ) -> Iterator[Recipient]:
     """Stream the readers who still need this post, in id order, a batch at a time.
 
-    With `shards`, only the deliveries whose id leaves remainder `shard`: each connection of a
-    parallel send owns its share, so no two ever take the same reader. Readers who left since
-    the run began come too: the sender checks each one just before sending and marks them
-    skipped, so the log accounts for everyone.
+    Readers who left since the run began come too: the sender checks each one just before
+    sending and marks them skipped, so the log accounts for everyone.
     """
     sql = (
         "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, s.public_id FROM deliveries d"
         " JOIN subscribers s ON s.id = d.subscriber_id"
         " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
-        " AND d.id % ? = ? AND d.id > ? ORDER BY d.id LIMIT ?"
+        " AND d.id > ? ORDER BY d.id LIMIT ?"
     )
-    for row in _pages(db, sql, [slug, shards, shard], batch, after_id):
+    for row in _pages(db, sql, [slug], batch, after_id):
         yield Recipient(*row)
 
 

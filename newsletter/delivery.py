@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import DeliveryRefused, TransportError
 from .mailer import Transport
 from .refusals import Verdict, classify_refusal
+from .signing import Prepared
 
 if TYPE_CHECKING:
     from .parallel import Run
@@ -30,14 +31,16 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 def deliver(
-    run: Run, db: Database, recipient: store.Recipient, transport: Transport | None
+    run: Run, db: Database, prepared: Prepared, transport: Transport | None
 ) -> Transport | None:
     """One reader: send with retries, then record the outcome. Returns the live transport.
 
-    `db` is the process's one connection, shared by its connections' threads: every use is
-    under `run.db_lock` (one lock for all the sending processes).
+    `db` is the send's one SQLite connection, shared by its connections' threads: every use
+    is under `run.db_lock`. `prepared` carries the reader's token and, when a signing process
+    made it ahead, the message's DKIM signature.
     """
     settings = run.settings
+    recipient = prepared.recipient
 
     def record(status: store.DeliveryStatus, reply: str, message_id: str | None) -> None:
         with run.db_lock:
@@ -62,7 +65,8 @@ def deliver(
         recipient.public_id,
         recipient.email,
         recipient.name,
-        run.tokens.unsubscribe(recipient.public_id, run.slug),
+        prepared.token,
+        signature=prepared.signature,
     )
     reply = ""
     verdict: Verdict | None = None

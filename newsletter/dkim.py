@@ -58,6 +58,7 @@ _INCLUDE_HEADERS = [*SIGNED_HEADERS, *SIGNED_HEADERS]
 _INCLUDE = tuple(h.lower() for h in _INCLUDE_HEADERS)
 _RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 _HEADER_NAME = b"DKIM-Signature"
+_ONE_LINE_FIELD = re.compile(rb"[!-9;-~]+:")  # a field name, its colon, no fold before it
 _REMEMBERED_LIMIT = 64  # shared body pieces kept canonicalised (an issue has a handful)
 
 
@@ -131,21 +132,14 @@ class DkimSigner:
             (b"t", str(int(time.time()) if timestamp is None else timestamp).encode("ascii")),
             (b"h", b" : ".join(_INCLUDE)),
             (b"bh", base64.b64encode(hashlib.sha256(canonical).digest())),
-            # Forces b= onto a line of its own, as dkimpy does.
-            (b"b", b"0" * 60),
+            (b"b", b""),
         ]
-        # From here as dkimpy's DomainSigner.gen_header, with OpenSSL's RSA.
-        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_HEADER_NAME))
-        value = dkim.RE_BTAG.sub(b"\\1", value)
-        # dkimpy's hash_headers, with its choice of fields made once per header layout.
-        hasher = hashlib.sha256()
-        for name, field_value in [
-            *(headers[i] for i in self._selection(headers)),
-            *((n, v.rstrip()) for n, v in _RELAXED.canonicalize_headers([(_HEADER_NAME, value)])),
-        ]:
-            hasher.update(name)
-            hasher.update(b":")
-            hasher.update(field_value)
+        # dkimpy's hash_headers, with its choice of fields made once per header layout. The
+        # DKIM-Signature field goes last with b= empty, relaxed: unfolded, single spaces (as
+        # written here), so dkimpy's folding of it before hashing changes nothing.
+        hashed = [headers[i] for i in self._selection(headers)]
+        hashed.append((_HEADER_NAME.lower(), b"; ".join(b"=".join(f) for f in fields)))
+        hasher = hashlib.sha256(b"".join(name + b":" + value for name, value in hashed))
         rsa_signature = self._key.sign(
             hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
         )
@@ -178,9 +172,18 @@ def _canonical_lines(piece: bytes) -> bytes:
 
 
 def _canonical_headers(piece: bytes) -> list[tuple[bytes, bytes]]:
-    """Header fields (whole, CRLF-ended) parsed and relaxed-canonicalised by dkimpy."""
-    fields, _ = dkim.rfc822_parse(piece + b"\r\n")
-    return _RELAXED.canonicalize_headers(fields)
+    """Header fields (whole, CRLF-ended) parsed and relaxed-canonicalised as dkimpy does."""
+    lines = piece.split(b"\r\n")[:-1]
+    if b"\t" in piece or b"  " in piece or not all(_ONE_LINE_FIELD.match(n) for n in lines):
+        fields, _ = dkim.rfc822_parse(piece + b"\r\n")
+        return _RELAXED.canonicalize_headers(fields)
+    # Each field on one line, no tab, no run of spaces: relaxed canonicalisation only
+    # lower-cases the name and strips the value.
+    canonical = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        canonical.append((name.lower(), value.strip() + b"\r\n"))
+    return canonical
 
 
 def _openssl_key(private_key: bytes) -> rsa.RSAPrivateKey:

@@ -85,37 +85,52 @@ class IssueMessages:
                     if isinstance(chunk, bytes):
                         signer.remember(chunk)
 
-    def for_reader(self, reader_id: str | int, email: str, name: str, token: str) -> Envelope:
+    def for_reader(
+        self,
+        reader_id: str | int,
+        email: str,
+        name: str,
+        token: str,
+        *,
+        signature: bytes | None = None,
+    ) -> Envelope:
         """One reader's message; `reader_id` is their public id (it names them in the VERP
-        Return-Path and the mailto unsubscribe address)."""
+        Return-Path and the mailto unsubscribe address). A `signature` made ahead by
+        `signature_for_reader` (in a signing process) is used instead of signing here."""
         slug = self.issue.slug
         public_id = str(reader_id) if self.verp else None
-        return self._build(
-            email, name, token, message_id(slug, reader_id, self.sender.domain), public_id
-        )
+        msg_id = message_id(slug, reader_id, self.sender.domain)
+        return self._build(email, name, token, msg_id, public_id, signature)
+
+    def signature_for_reader(
+        self, reader_id: str | int, email: str, name: str, token: str
+    ) -> bytes:
+        """The DKIM-Signature header `for_reader` would put on this reader's message: the
+        same message bytes come out of the same arguments, so it can be made elsewhere."""
+        assert self.signer is not None
+        public_id = str(reader_id) if self.verp else None
+        msg_id = message_id(self.issue.slug, reader_id, self.sender.domain)
+        personal, text, html = self._personal(email, name, token, msg_id, public_id)
+        return self._sign(personal, text, html)
 
     def for_test(self, email: str, name: str, token: str) -> Envelope:
         test_id = f"<{self.issue.slug}.test.{secrets.token_hex(8)}@{self.sender.domain}>"
         return self._build(email, name, token, test_id, None)
 
     def _build(
-        self, email: str, name: str, token: str, msg_id: str, public_id: str | None
+        self,
+        email: str,
+        name: str,
+        token: str,
+        msg_id: str,
+        public_id: str | None,
+        signature: bytes | None = None,
     ) -> Envelope:
-        # Checked where they enter; this guards headers against rows written by other means.
-        name, email = mend_header(name), mend_header(email, "")
-        unsubscribe = f"<{unsubscribe_url(self.settings, token)}>"
+        personal, text, html = self._personal(email, name, token, msg_id, public_id)
         sender = self.sender.addr_spec
         if self.verp is not None:  # a test copy (no public id) names nobody: the plain address
             slug = self.issue.slug
             sender = self.verp.return_path(public_id, slug) if public_id else self.verp.plain
-            unsubscribe += f", <mailto:{self.verp.unsubscribe_address(public_id, slug)}>"
-        personal = (
-            f"To: {formataddr((name, email), charset='utf-8')}\r\n"
-            f"Message-ID: {msg_id}\r\n"
-            f"List-Unsubscribe: {unsubscribe}\r\n"
-        ).encode("ascii")
-        text = self._text.pieces(self.issue.text_values(name, email, token))
-        html = self._html.pieces(self.issue.html_values(name, email, token))
         data = b"".join(
             (
                 self._head,
@@ -128,12 +143,34 @@ class IssueMessages:
             )
         )
         if self.signer is not None:
-            signature = self.signer.signature(
-                (self._head, personal, self._mime_headers),
-                (self._body_start, *text, self._body_between, *html, self._body_after),
-            )
-            data = signature + data
+            data = (signature or self._sign(personal, text, html)) + data
         return Envelope(sender, email, msg_id, data)
+
+    def _personal(
+        self, email: str, name: str, token: str, msg_id: str, public_id: str | None
+    ) -> tuple[bytes, list[bytes], list[bytes]]:
+        """The personal header fields and the two encoded bodies."""
+        # Checked where they enter; this guards headers against rows written by other means.
+        name, email = mend_header(name), mend_header(email, "")
+        unsubscribe = f"<{unsubscribe_url(self.settings, token)}>"
+        if self.verp is not None:
+            address = self.verp.unsubscribe_address(public_id, self.issue.slug)
+            unsubscribe += f", <mailto:{address}>"
+        personal = (
+            f"To: {formataddr((name, email), charset='utf-8')}\r\n"
+            f"Message-ID: {msg_id}\r\n"
+            f"List-Unsubscribe: {unsubscribe}\r\n"
+        ).encode("ascii")
+        text = self._text.pieces(self.issue.text_values(name, email, token))
+        html = self._html.pieces(self.issue.html_values(name, email, token))
+        return personal, text, html
+
+    def _sign(self, personal: bytes, text: list[bytes], html: list[bytes]) -> bytes:
+        assert self.signer is not None
+        return self.signer.signature(
+            (self._head, personal, self._mime_headers),
+            (self._body_start, *text, self._body_between, *html, self._body_after),
+        )
 
 
 class EncodedBody:

@@ -1,31 +1,27 @@
-"""The parallel machinery of a send: many connections per process, one process per core.
+"""The parallel machinery of a send: many connections in one process, signing in others.
 
 Waiting on the relay is I/O: each SMTP connection is a thread, and smtplib lets go of Python's
 interpreter lock while it waits, so hundreds of connections fit in one process. Signing a
-message is CPU work: a signed send with enough readers runs one process per core it may use
-(`os.sched_getaffinity`), each with its share of the connections and of the readers (delivery
-id modulo the number of processes), so no two connections ever take the same reader.
+message is CPU work: a big signed send hands its DKIM signatures to one process per core it
+may use (`signing.SigningPool`), ahead of the connections, while this process sends and keeps
+the send log, exactly as an unsigned send does.
 
 Exactly-once holds per connection: it takes a reader, sends, writes the outcome in its own
 committed write, and only then takes the next. A send killed at any moment leaves at most one
-message per connection accepted but unrecorded. `NEWSLETTER_SMTP_RATE` is one budget in shared
-memory, drawn on by every connection of every process.
+message per connection accepted but unrecorded. `NEWSLETTER_SMTP_RATE` is one budget drawn on
+by every connection.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.queues
-import multiprocessing.sharedctypes
+import itertools
 import os
-import queue
 import resource
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlite_utils import Database
 
@@ -36,15 +32,14 @@ from .errors import TransportError
 from .mailer import Transport
 from .message import IssueMessages
 from .refusals import CircuitBreaker
+from .signing import Prepared, SigningPool
 from .tokens import ReaderTokens
 
 # Below these, one more connection or process costs more than it gains: a connection is a
 # TCP (and TLS, and login) handshake, a process half a second of start-up and 50 MB.
 READERS_PER_CONNECTION = 10
-READERS_PER_PROCESS = 2000
-REPORT_SECONDS = 0.1
+READERS_PER_SIGNER = 2000
 INTERRUPTED = "interrupted; run `newsletter send` again to finish"
-_SharedBatch = list[tuple[str, str | None]]
 
 
 class StopFlag(Protocol):
@@ -78,31 +73,30 @@ class SendReport:
 
 @dataclass(frozen=True)
 class Layout:
-    """How a send spreads: this many processes, this many connections in all."""
+    """How a send spreads: this many connections, and this many signing processes (none:
+    each connection signs its own messages)."""
 
-    processes: int
     connections: int
-
-    def threads(self, shard: int) -> int:
-        """The connections of process `shard`: an even split, the first ones one more."""
-        base, extra = divmod(self.connections, self.processes)
-        return base + (1 if shard < extra else 0)
+    signers: int = 0
 
 
 def plan(settings: Settings, due: int, *, signed: bool, cores: int | None = None) -> Layout:
-    """NEWSLETTER_SMTP_CONNECTIONS, and for a signed send one process per core.
+    """NEWSLETTER_SMTP_CONNECTIONS, and for a big signed send a signing process on each
+    core but the one this process sends from.
 
     An unsigned message costs about 20 µs to build; the rest of a delivery (SMTP, the send
-    log) is mostly waiting, which threads overlap. Measured, a second process made an unsigned
-    send slower (its start-up and 50 MB buy nothing), while an RSA signature costs a quarter of
-    a millisecond of CPU, which a second core halves.
+    log) is mostly waiting, which threads overlap. An RSA signature costs a quarter of a
+    millisecond of CPU under the interpreter lock: signing processes move it to the other
+    cores. Measured on two cores, one signing process beside the sender sent 0.86-0.92 × the
+    unsigned rate and two only 0.74-0.77 (they took the sender's core). On one core, or for a
+    few readers, their start-up (half a second, 50 MB each) buys nothing.
     """
     if not settings.uses_smtp:
-        return Layout(1, 1)  # one outbox writer
+        return Layout(1)  # one outbox writer
     cores = cores or usable_cores()
     connections = max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))
-    processes = min(cores, connections, due // READERS_PER_PROCESS) if signed else 1
-    return Layout(max(1, processes), connections)
+    signers = min(cores - 1, due // READERS_PER_SIGNER) if signed else 0
+    return Layout(connections, signers)
 
 
 def usable_cores() -> int:
@@ -114,22 +108,20 @@ def usable_cores() -> int:
 
 
 class RateLimiter:
-    """At most `rate` sends a second across every connection of every process of a send.
+    """At most `rate` sends a second across every connection of a send."""
 
-    The next free moment lives in shared memory, so the processes draw on one budget.
-    """
-
-    def __init__(self, rate: float | None, slot: multiprocessing.sharedctypes.Synchronized) -> None:
+    def __init__(self, rate: float | None) -> None:
         self.interval = 1.0 / rate if rate else 0.0
-        self.slot = slot
+        self.next_free = 0.0
+        self.lock = threading.Lock()
 
     def wait(self, stop: StopFlag) -> None:
         if not self.interval:
             return
-        with self.slot.get_lock():
+        with self.lock:
             now = time.monotonic()
-            at = max(self.slot.value, now)
-            self.slot.value = at + self.interval
+            at = max(self.next_free, now)
+            self.next_free = at + self.interval
         if at > now:
             stop.wait(at - now)
 
@@ -150,8 +142,8 @@ class Run:
     rate: RateLimiter
     consecutive_failures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # Held for every use of the process's SQLite connection; shared by all the processes.
-    db_lock: Any = field(default_factory=threading.Lock)
+    # Held for every use of the process's one SQLite connection.
+    db_lock: threading.Lock = field(default_factory=threading.Lock)
     # Decided on the first deliveries, in the parent, before any other connection starts.
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 
@@ -173,69 +165,14 @@ class Run:
             if self.progress:
                 self.progress(outcome)
 
+    def prepare(self, recipient: store.Recipient) -> Prepared:
+        """A reader to send to here: the token made now, the message signed when sent."""
+        return Prepared(recipient, self.tokens.unsubscribe(recipient.public_id, self.slug))
+
     def halt(self, reason: str) -> None:
         if self.report.stopped is None:
             self.report.stopped = reason
         self.stop.set()
-
-
-@dataclass
-class Share(Run):
-    """A child process's view of the run: outcomes go to the parent, which keeps the tallies.
-
-    They go in small batches (every REPORT_SECONDS at the most), in order, so the parent
-    still sees failures in a row as a row.
-    """
-
-    outcomes: multiprocessing.queues.Queue[_SharedBatch] | None = None
-    pending: _SharedBatch = field(default_factory=list)
-    reported_at: float = 0.0
-
-    def count(self, outcome: Outcome, failure: str | None = None) -> None:
-        with self.lock:
-            self.pending.append((outcome, failure))
-            if time.monotonic() - self.reported_at >= REPORT_SECONDS:
-                self._flush()
-
-    def halt(self, reason: str) -> None:
-        with self.lock:
-            self.pending.append(("halt", reason))
-            self._flush()
-        self.stop.set()
-
-    def finish(self, note: tuple[str, str | None]) -> None:
-        with self.lock:
-            self.pending.append(note)
-            self._flush()
-
-    def _flush(self) -> None:
-        assert self.outcomes is not None
-        if self.pending:
-            self.outcomes.put(self.pending)
-            self.pending = []
-        self.reported_at = time.monotonic()
-
-
-@dataclass(frozen=True)
-class Job:
-    """What a sending process needs to make its own `Share` (pickled to it)."""
-
-    settings: Settings
-    slug: str
-    title: str
-    send_id: int
-    messages: IssueMessages
-    tokens: ReaderTokens
-    transport_factory: TransportFactory
-
-
-def context() -> Any:
-    # spawn: fork is unsafe beside threads (a progress bar's, SQLite's).
-    return multiprocessing.get_context("spawn")
-
-
-def rate_slot() -> multiprocessing.sharedctypes.Synchronized:
-    return context().Value("d", 0.0)
 
 
 def watch_first_deliveries(run: Run, db: Database, transport: Transport) -> int:
@@ -246,13 +183,15 @@ def watch_first_deliveries(run: Run, db: Database, transport: Transport) -> int:
     readers = store.iter_outstanding(db, run.slug)
     last_id = 0
 
-    def next_watched() -> store.Recipient | None:
+    def next_watched() -> Prepared | None:
         nonlocal last_id
         if run.stop.is_set() or not run.breaker.deciding:
             return None
         recipient = next(readers, None)
-        last_id = recipient.delivery_id if recipient else last_id
-        return recipient
+        if recipient is None:
+            return None
+        last_id = recipient.delivery_id
+        return run.prepare(recipient)
 
     _worker(run, next_watched, transport, db, close=False)
     stop = run.breaker.decide()
@@ -265,35 +204,35 @@ def watch_first_deliveries(run: Run, db: Database, transport: Transport) -> int:
 
 
 def run_connections(
-    run: Run, db: Database, layout: Layout, first: Transport, *, after_id: int = 0
-) -> None:
-    """Deliver to everyone queued after `after_id`: here, or in one process per core."""
-    if layout.processes == 1:
-        readers = store.iter_outstanding(db, run.slug, after_id=after_id)
-        _serve(run, db, readers, layout.connections, first, parent=None)
-    else:
-        first.close()  # it proved the server is there; each process opens its own
-        _run_processes(run, layout, after_id)
-
-
-def _serve(
     run: Run,
     db: Database,
-    readers: Iterator[store.Recipient],
     connections: int,
-    first: Transport | None,
-    parent: int | None,
+    first: Transport,
+    *,
+    after_id: int = 0,
+    signers: SigningPool | None = None,
 ) -> None:
-    """This process's connections: one in this thread, or one thread each."""
+    """Deliver to everyone queued after `after_id`: one connection in this thread, or one
+    thread each; with `signers`, the messages come signed from them."""
+    readers = store.iter_outstanding(db, run.slug, after_id=after_id)
 
-    def next_reader() -> store.Recipient | None:
+    def take(count: int) -> list[store.Recipient]:
+        with run.db_lock:
+            return list(itertools.islice(readers, count))
+
+    def prepare_here() -> Prepared | None:
+        recipient = take(1)
+        return run.prepare(recipient[0]) if recipient else None
+
+    if signers is not None:
+        next_prepared = signers.ahead(take, prepare_here, run.stop.is_set, run.halt)
+    else:
+        next_prepared = prepare_here
+
+    def next_reader() -> Prepared | None:
         if run.stop.is_set():
             return None  # what is left stays pending for the next run
-        if parent is not None and os.getppid() != parent:
-            run.stop.set()  # the parent was killed: stop after the message in hand
-            return None
-        with run.db_lock:
-            return next(readers, None)
+        return next_prepared()
 
     if connections == 1:
         _worker(run, next_reader, first, db)
@@ -339,7 +278,7 @@ def _room_for_sockets(connections: int) -> None:
 
 def _worker(
     run: Run,
-    next_recipient: Callable[[], store.Recipient | None],
+    next_recipient: Callable[[], Prepared | None],
     transport: Transport | None,
     db: Database,
     *,
@@ -358,116 +297,3 @@ def _worker(
     finally:
         if transport is not None and close:
             transport.close()
-
-
-def _run_processes(run: Run, layout: Layout, after_id: int) -> None:
-    """One process per core, each with its share of readers and connections.
-
-    The children report each outcome here, where the tallies, the progress bar and the
-    decision to stop early live.
-    """
-    ctx = context()
-    outcomes = ctx.Queue()
-    stop = ctx.Event()
-    # One writer at a time across the processes: SQLite would make a loser sleep a millisecond
-    # or more in its busy handler; a shared lock wakes the next writer at once.
-    log_lock = ctx.Lock()
-    job = Job(
-        run.settings,
-        run.slug,
-        run.report.title,
-        run.send_id,
-        run.messages,
-        run.tokens,
-        run.transport_factory,
-    )
-    children = [
-        ctx.Process(
-            target=_send_share,
-            args=(
-                job,
-                shard,
-                layout,
-                after_id,
-                outcomes,
-                stop,
-                run.rate.slot,
-                log_lock,
-                os.getpid(),
-            ),
-            name=f"newsletter-send-{shard}",
-            daemon=True,
-        )
-        for shard in range(layout.processes)
-    ]
-    for child in children:
-        child.start()
-    done = 0
-    try:
-        while done < len(children):
-            try:
-                batch = outcomes.get(timeout=0.5)
-            except queue.Empty:
-                if not any(child.is_alive() for child in children):
-                    run.halt("a sending process ended without a word; see the log")
-                    break
-                continue
-            except KeyboardInterrupt:  # Ctrl-C: tell the children, then keep counting
-                run.halt(INTERRUPTED)
-                stop.set()
-                continue
-            for kind, detail in batch:
-                if kind == "done":
-                    done += 1
-                elif kind == "halt":
-                    run.halt(detail or "stopped")
-                else:
-                    run.count(kind, detail)  # type: ignore[arg-type]
-            if run.stop.is_set():
-                stop.set()
-    finally:
-        stop.set()
-        for child in children:
-            child.join(timeout=run.settings.smtp_timeout + 5)
-            if child.is_alive():
-                child.kill()
-
-
-def _send_share(
-    job: Job,
-    shard: int,
-    layout: Layout,
-    after_id: int,
-    outcomes: multiprocessing.queues.Queue[_SharedBatch],
-    stop: StopFlag,
-    slot: Any,
-    log_lock: Any,
-    parent: int,
-) -> None:
-    """A child process: deliver the readers of one share, tell the parent each outcome."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to decide
-    db = store.open_db(job.settings.db_path)
-    share = Share(
-        settings=job.settings,
-        slug=job.slug,
-        send_id=job.send_id,
-        messages=job.messages,
-        tokens=job.tokens,
-        report=SendReport(slug=job.slug, title=job.title),
-        progress=None,
-        transport_factory=job.transport_factory,
-        stop=stop,
-        rate=RateLimiter(job.settings.smtp_rate, slot),
-        outcomes=outcomes,
-        db_lock=log_lock,
-    )
-    readers = store.iter_outstanding(
-        db, job.slug, shard=shard, shards=layout.processes, after_id=after_id
-    )
-    try:
-        _serve(share, db, readers, layout.threads(shard), None, parent)
-    except BaseException as e:
-        share.finish(("halt", f"unexpected error: {type(e).__name__}: {e}"))
-    finally:
-        db.close()
-        share.finish(("done", None))

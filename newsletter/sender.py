@@ -31,13 +31,13 @@ from .parallel import (
     Run,
     SendReport,
     plan,
-    rate_slot,
     run_connections,
     watch_first_deliveries,
 )
 from .posts import Post
 from .render import RenderedIssue, render_issue, template_environment
 from .send_lock import send_lock as hold_send_lock
+from .signing import SigningPool, signing_pool
 from .tokens import ReaderTokens, reader_tokens
 from .verp import verp_for
 
@@ -84,9 +84,11 @@ def send_post(
                         progress,
                         transport_factory,
                         stop=threading.Event(),
-                        rate=RateLimiter(settings.smtp_rate, rate_slot()),
+                        rate=RateLimiter(settings.smtp_rate),
                     )
-                    _run(run, db)
+                    layout = plan(settings, report.due, signed=signer is not None)
+                    with signing_pool(messages, tokens, layout.signers) as signers:
+                        _run(run, db, layout.connections, signers)
     finally:
         db.close()
     report.seconds = time.monotonic() - started
@@ -113,7 +115,7 @@ def _dry_run(
             progress("sent")
 
 
-def _run(run: Run, db: Database) -> None:
+def _run(run: Run, db: Database, connections: int, signers: SigningPool | None) -> None:
     """Deliver to everyone queued; the send log's run row says how it ended."""
     settings, report = run.settings, run.report
     try:
@@ -128,8 +130,7 @@ def _run(run: Run, db: Database) -> None:
         # server that refuses everyone stops the run before it writes any reader off.
         after_id = watch_first_deliveries(run, db, first)
         if not run.stop.is_set():
-            layout = plan(settings, report.due, signed=run.messages.signer is not None)
-            run_connections(run, db, layout, first, after_id=after_id)
+            run_connections(run, db, connections, first, after_id=after_id, signers=signers)
     except KeyboardInterrupt:  # Ctrl-C: a clean stop, reported like any other
         run.halt(INTERRUPTED)
     except BaseException:

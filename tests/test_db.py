@@ -67,14 +67,13 @@ def test_streams_in_pages_without_missing_or_repeating(db: Database) -> None:
     assert len(list(store.iter_subscribers(db, "all", batch=45))) == 45
 
 
-def test_shards_split_the_due_readers_without_overlap(db: Database) -> None:
+def test_the_due_readers_stream_in_pages_from_where_a_run_left_off(db: Database) -> None:
     add_readers(db, 101)
     store.queue_deliveries(db, "post")
-    shares = [
-        {r.delivery_id for r in store.iter_outstanding(db, "post", shard=k, shards=3, batch=7)}
-        for k in range(3)
-    ]
-    assert sum(len(s) for s in shares) == 101 == len(set().union(*shares))
+    every = [r.delivery_id for r in store.iter_outstanding(db, "post", batch=7)]
+    assert len(every) == 101 == len(set(every)) and every == sorted(every)
+    after = [r.delivery_id for r in store.iter_outstanding(db, "post", batch=7, after_id=every[19])]
+    assert after == every[20:]
     assert store.count_due(db, "post") == 101 == len(list(store.iter_due(db, "post")))
 
 
