@@ -79,7 +79,7 @@ class DkimSigner:
         self._key = _openssl_key(private_key)
 
     def __getstate__(self) -> dict[str, object]:
-        # A sending process gets the PEM and loads its own OpenSSL key (which cannot be pickled).
+        # A signing process gets the PEM and loads its own OpenSSL key (which cannot be pickled).
         state = dict(self.__dict__)
         state.pop("_key")
         return state

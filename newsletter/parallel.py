@@ -2,9 +2,9 @@
 
 Waiting on the relay is I/O: each SMTP connection is a thread, and smtplib lets go of Python's
 interpreter lock while it waits, so hundreds of connections fit in one process. Signing a
-message is CPU work: a big signed send hands its DKIM signatures to one process per core it
-may use (`signing.SigningPool`), ahead of the connections, while this process sends and keeps
-the send log, exactly as an unsigned send does.
+message is CPU work: a big signed send hands its DKIM signatures to a process on each other
+core it may use (`signing.SigningPool`), ahead of the connections, while this process sends
+and keeps the send log, exactly as an unsigned send does.
 
 Exactly-once holds per connection: it takes a reader, sends, writes the outcome in its own
 committed write, and only then takes the next. A send killed at any moment leaves at most one

@@ -6,8 +6,8 @@ own committed write before it takes the next one. A run killed at any moment lea
 message per connection accepted but unrecorded; the next run sends it again with the same
 Message-ID, which mail systems use to drop the copy.
 
-This module runs the send; `parallel` spreads it over connections and processes; `delivery`
-sends to one reader and records what happened.
+This module runs the send; `parallel` spreads it over connections; `signing` signs ahead of
+them for a big signed send; `delivery` sends to one reader and records what happened.
 """
 
 from __future__ import annotations

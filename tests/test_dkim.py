@@ -75,6 +75,13 @@ def dns_stand_in(name: str, value: str) -> Callable[..., bytes | None]:
     return lookup
 
 
+def use_new_key(project: Path, cli: Cli) -> Callable[..., bytes | None]:
+    """A new key for example.org in the project's settings; the DNS lookup that verifies it."""
+    name, value = generate(cli, "--selector", "news", "--domain", "example.org")
+    write_env(project, DKIM_KEY_FILE="dkim.key", DKIM_SELECTOR="news", DKIM_DOMAIN="example.org")
+    return dns_stand_in(name, value)
+
+
 def test_generate_writes_a_private_key_only_its_owner_reads_and_prints_the_record(
     cli: Cli, project: Path
 ) -> None:
@@ -419,19 +426,12 @@ def test_signed_send_with_a_signing_process_verifies(
 
     monkeypatch.setattr(parallel, "READERS_PER_SIGNER", 10)
     monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
-    name, value = generate(cli, "--selector", "news", "--domain", "example.org")
-    write_env(
-        smtp_project,
-        DKIM_KEY_FILE="dkim.key",
-        DKIM_SELECTOR="news",
-        DKIM_DOMAIN="example.org",
-        SMTP_CONNECTIONS=6,
-    )
+    lookup = use_new_key(smtp_project, cli)
+    write_env(smtp_project, SMTP_CONNECTIONS=6)
     settings = load_settings(smtp_project, environ={})
     with store_db(settings) as database:
         readers = add_readers(database, 60)
     assert parallel.plan(settings, 60, signed=True).signers == 1
     report = send_post(settings, find_post(settings.posts_dir))
     assert report.sent == 60 and sorted(smtp_sink.per_recipient()) == sorted(readers)
-    lookup = dns_stand_in(name, value)
     assert all(dkim.verify(r.data, dnsfunc=lookup) for r in smtp_sink.received)

@@ -19,21 +19,15 @@ from newsletter.tokens import reader_tokens
 from newsletter.verp import verp_for
 
 from .conftest import Cli, write_env
-from .test_dkim import dns_stand_in, generate
+from .test_dkim import use_new_key
 
 NAMES = ["Ann Lee", "Zoë Ångström", "Ann  Lee", "O'Brien, Pat", "", "李小龍", "x" * 100]
 
 
 @pytest.fixture
 def signed_messages(project: Path, cli: Cli) -> tuple[IssueMessages, object, dkim.DNSFunc]:
-    name, value = generate(cli, "--selector", "news", "--domain", "example.org")
-    write_env(
-        project,
-        DKIM_KEY_FILE="dkim.key",
-        DKIM_SELECTOR="news",
-        DKIM_DOMAIN="example.org",
-        BOUNCE_ADDRESS="bounces@example.org",
-    )
+    lookup = use_new_key(project, cli)
+    write_env(project, BOUNCE_ADDRESS="bounces@example.org")
     settings = load_settings(project, environ={})
     database = store.open_db(settings.db_path)
     try:
@@ -44,7 +38,7 @@ def signed_messages(project: Path, cli: Cli) -> tuple[IssueMessages, object, dki
     messages = IssueMessages(
         issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
     )
-    return messages, tokens, dns_stand_in(name, value)
+    return messages, tokens, lookup
 
 
 def recipients(count: int) -> list[store.Recipient]:
