@@ -8,8 +8,8 @@ Run by hand, not in CI (Postfix's smtp-sink: `apt-get install postfix`):
 Sections (`--only` takes a comma-separated list of them):
 
 - loopback: smtp-sink pinned to CPU 0, everything measured pinned to CPU 1 (`taskset`): the
-  ceiling (pre-built copies pushed with plain smtplib over one connection, before and after,
-  the higher kept) against `newsletter send` over 1 and 4 connections.
+  ceiling (pre-built copies pushed with plain smtplib over one connection) against
+  `newsletter send` over 1 and 4 connections; each twice in turn, the faster of each counts.
 - dkim: unpinned, default connections: a DKIM-signed send (RSA-2048) against the same send
   unsigned, each twice in turn; the faster of each counts.
 - latency: `smtp-sink -w 1` (each DATA answered after one second, like a slow relay): 1, 10,
@@ -301,27 +301,29 @@ def loopback(root: Path, lists: Lists, readers: int) -> None:
     print(f"\n## loopback, pinned: smtp-sink on CPU 0, the rest on CPU 1; {readers:,} readers")
     sink = Sink(cpus="0")
     mine = os.sched_getaffinity(0)
+    ceilings: list[Measured] = []
+    ones: list[Measured] = []
+    fours: list[Measured] = []
     try:
         one = make_project(root, "loop-1", sink.port, SMTP_CONNECTIONS=1)
         four = make_project(root, "loop-4", sink.port, SMTP_CONNECTIONS=4)
         message = sample_message(one)
-        os.sched_setaffinity(0, {1})
-        before = ceiling(sink.port, message, readers)
-        os.sched_setaffinity(0, mine)
-        rows = [
-            send(one, lists, readers, "newsletter send, 1 connection", cpus="1"),
-            send(four, lists, readers, "newsletter send, 4 connections", cpus="1"),
-        ]
-        os.sched_setaffinity(0, {1})
-        after = ceiling(sink.port, message, readers)
+        # Each twice, in turn (the ceiling's rate alone moves by a fifth between runs here).
+        for turn in ("", " (again)"):
+            os.sched_setaffinity(0, {1})
+            ceilings.append(ceiling(sink.port, message, readers))
+            os.sched_setaffinity(0, mine)
+            ones.append(send(one, lists, readers, f"newsletter send, 1 connection{turn}", "1"))
+            fours.append(send(four, lists, readers, f"newsletter send, 4 connections{turn}", "1"))
     finally:
         os.sched_setaffinity(0, mine)
         sink.stop()
-    top = max(before, after, key=lambda m: m.rate)
-    print(f"ceiling before {before.rate:,.0f}/s, after {after.rate:,.0f}/s; the higher is 1.00")
-    table([top, *rows], top)
-    target("1 connection / ceiling", rows[0].rate / top.rate, rows[0].rate >= top.rate, ">= 1.0")
-    target("4 connections / ceiling", rows[1].rate / top.rate, rows[1].rate >= top.rate, ">= 1.0")
+    top, best_one, best_four = (max(runs, key=lambda m: m.rate) for runs in (ceilings, ones, fours))
+    rates = ", ".join(f"{m.rate:,.0f}/s" for m in ceilings)
+    print(f"ceiling {rates}; the higher is 1.00; of each send too, the faster counts")
+    table([top, *ones, *fours], top)
+    for label, best in (("1 connection", best_one), ("4 connections", best_four)):
+        target(f"{label} / ceiling", best.rate / top.rate, best.rate >= top.rate, ">= 1.0")
 
 
 def dkim_section(root: Path, lists: Lists, readers: int) -> None:

@@ -184,8 +184,12 @@ class SMTPTransport:
                 conn.send(b".\r\n")
                 conn.getreply()
             self._refused(*failed)
-        # The message is CRLF throughout (email.policy.SMTP); only dot-stuffing is left.
-        conn.send(envelope.data.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        # The message is CRLF throughout (email.policy.SMTP); only dot-stuffing is left, and
+        # most messages have no line that starts with a dot (the search copies nothing).
+        data = envelope.data
+        if b"\r\n." in data:
+            data = data.replace(b"\r\n.", b"\r\n..")
+        conn.send(data + b".\r\n")
         code, reply = conn.getreply()
         if code != 250:
             self._refused(code, reply, "DATA")
