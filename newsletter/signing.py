@@ -53,7 +53,14 @@ class SigningPool:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes: list[Any] = []
-        for number in range(processes):
+        try:
+            self._start(ctx, messages, tokens, processes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, ctx: Any, messages: IssueMessages, tokens: ReaderTokens, count: int) -> None:
+        for number in range(count):
             ours, theirs = ctx.Pipe()
             process = ctx.Process(
                 target=_sign_batches,
@@ -61,9 +68,11 @@ class SigningPool:
                 name=f"newsletter-sign-{number}",
                 daemon=True,
             )
-            process.start()
-            theirs.close()  # so that its death reads as EOF here
             self.pipes.append(ours)
+            try:
+                process.start()
+            finally:
+                theirs.close()  # ours alone: its death reads as EOF here
             self.processes.append(process)
 
     def close(self) -> None:
@@ -168,14 +177,17 @@ def signing_pool(
 ) -> Iterator[SigningPool | None]:
     """`processes` signing processes for the length of a send (none: None), started now so
     that they start up while the send connects and watches its first deliveries."""
-    if not processes:
-        yield None
-        return
-    pool = SigningPool(messages, tokens, processes)
+    pool = None
+    if processes:
+        try:
+            pool = SigningPool(messages, tokens, processes)
+        except OSError:  # no room for another process: the connections sign their own
+            pool = None
     try:
         yield pool
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
 
 
 def _sign_batches(pipe: Connection, messages: IssueMessages, tokens: ReaderTokens) -> None:
@@ -191,8 +203,8 @@ def _sign_batches(pipe: Connection, messages: IssueMessages, tokens: ReaderToken
                     token = tokens.unsubscribe(public_id, slug)
                     signature = messages.signature_for_reader(public_id, email, name, token)
                     replies.append((token, signature))
-            except Exception as e:
-                pipe.send(f"{type(e).__name__}: {e}")
+            except Exception as e:  # one line for the send's summary
+                pipe.send(" ".join(f"{type(e).__name__}: {e}".split()))
                 return
             pipe.send(replies)
     except (EOFError, OSError):

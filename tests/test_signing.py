@@ -18,7 +18,7 @@ from newsletter.signing import Prepared, signing_pool
 from newsletter.tokens import reader_tokens
 from newsletter.verp import verp_for
 
-from .conftest import Cli, write_env
+from .conftest import Cli, SmtpSink, write_env
 from .test_dkim import use_new_key
 
 NAMES = ["Ann Lee", "Zoë Ångström", "Ann  Lee", "O'Brien, Pat", "", "李小龍", "x" * 100]
@@ -110,3 +110,34 @@ def test_an_error_in_a_signing_process_halts_the_run_with_one_line(signed_messag
     _, halts = sign_all(messages, tokens, broken)
     assert len(halts) == 1 and halts[0].startswith("signing failed: "), halts
     assert "\n" not in halts[0]
+
+
+def test_a_send_whose_signing_process_cannot_start_signs_in_its_connections(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for another process (the OS refuses the fork): the send goes on, signed by
+    its connections, and every message verifies."""
+    from newsletter import parallel
+    from newsletter.sender import send_post
+    from newsletter.signing import SigningPool
+
+    from .conftest import add_readers
+
+    def refuse(*args: object) -> None:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(SigningPool, "_start", refuse)
+    monkeypatch.setattr(parallel, "READERS_PER_SIGNER", 10)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+    lookup = use_new_key(smtp_project, cli)
+    settings = load_settings(smtp_project, environ={})
+    database = store.open_db(settings.db_path)
+    try:
+        readers = add_readers(database, 40)
+    finally:
+        database.close()
+    assert parallel.plan(settings, 40, signed=True).signers == 1
+    report = send_post(settings, find_post(settings.posts_dir))
+    assert report.sent == 40 and report.stopped is None
+    assert sorted(smtp_sink.per_recipient()) == sorted(readers)
+    assert all(dkim.verify(r.data, dnsfunc=lookup) for r in smtp_sink.received)
