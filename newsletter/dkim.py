@@ -36,6 +36,7 @@ from .config import Settings
 from .errors import ConfigError, KeyFileError
 
 KEY_BITS = 2048
+MAX_SIGNING_DOMAIN = 68  # measured: from 69 characters dkimpy's own signatures fail to verify
 MIN_KEY_BITS = 1024  # receivers (dkimpy, Gmail) ignore signatures made with shorter keys
 TXT_STRING_LIMIT = 255  # one character-string in a DNS TXT record
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
@@ -58,6 +59,7 @@ _INCLUDE_HEADERS = [*SIGNED_HEADERS, *SIGNED_HEADERS]
 _INCLUDE = tuple(h.lower() for h in _INCLUDE_HEADERS)
 _RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 _HEADER_NAME = b"DKIM-Signature"
+_FOLD_INSIDE = 70  # dkim.fold breaks a run of this many characters without a space inside it
 _ONE_LINE_FIELD = re.compile(rb"[!-9;-~]+:")  # a field name, its colon, no fold before it
 _REMEMBERED_LIMIT = 64  # shared body pieces kept canonicalised (an issue has a handful)
 
@@ -135,10 +137,18 @@ class DkimSigner:
             (b"b", b""),
         ]
         # dkimpy's hash_headers, with its choice of fields made once per header layout. The
-        # DKIM-Signature field goes last with b= empty, relaxed: unfolded, single spaces (as
-        # written here), so dkimpy's folding of it before hashing changes nothing.
+        # DKIM-Signature field goes last with b= empty, relaxed. dkimpy folds it first; a
+        # fold at a space unfolds to the same field, so it is hashed as written here, unless
+        # a tag is too long for a line (a very long domain or selector) and would be folded
+        # inside: then it is folded as dkimpy does.
+        unsigned = b"; ".join(b"=".join(f) for f in fields)
+        if any(len(token) >= _FOLD_INSIDE for token in unsigned.split(b" ")):
+            fields[-1] = (b"b", b"0" * 60)  # forces b= onto a line of its own, as dkimpy does
+            folded = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_HEADER_NAME))
+            folded = dkim.RE_BTAG.sub(b"\\1", folded)
+            unsigned = _RELAXED.canonicalize_headers([(_HEADER_NAME, folded)])[0][1].rstrip()
         hashed = [headers[i] for i in self._selection(headers)]
-        hashed.append((_HEADER_NAME.lower(), b"; ".join(b"=".join(f) for f in fields)))
+        hashed.append((_HEADER_NAME.lower(), unsigned))
         hasher = hashlib.sha256(b"".join(name + b":" + value for name, value in hashed))
         rsa_signature = self._key.sign(
             hasher.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
@@ -256,9 +266,16 @@ def check_selector(selector: str, setting: str = "") -> str:
 def check_domain(domain: str, setting: str = "") -> str:
     """A domain to sign for: two or more DNS labels, in ASCII (an IDN in its xn-- form)."""
     labels = domain.rstrip(".").split(".")
+    where = f"{setting}: " if setting else ""
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
-        where = f"{setting}: " if setting else ""
         raise ConfigError(f"{where}{domain!r} is not a domain name such as example.org")
+    if len(domain.rstrip(".")) > MAX_SIGNING_DOMAIN:
+        # dkimpy folds the i= tag of a longer one inside the tag, and the signature it makes
+        # (and so ours, made its way) then fails every check.
+        raise ConfigError(
+            f"{where}{domain!r} is longer than the {MAX_SIGNING_DOMAIN} characters a signature "
+            "can carry; sign for a shorter domain (the From domain or a parent of it)"
+        )
     return domain.rstrip(".").lower()
 
 

@@ -70,7 +70,8 @@ class SigningPool:
             )
             self.pipes.append(ours)
             try:
-                process.start()
+                with _sigint_ignored():
+                    process.start()
             finally:
                 theirs.close()  # ours alone: its death reads as EOF here
             self.processes.append(process)
@@ -83,6 +84,7 @@ class SigningPool:
             process.join(timeout=5)
             if process.is_alive():
                 process.kill()
+                process.join()
         for pipe in self.pipes:
             pipe.close()
 
@@ -137,6 +139,8 @@ class SigningPool:
                             return
             except (EOFError, OSError):
                 halt("a signing process ended unexpectedly; run `newsletter send` again")
+            except Exception as e:  # the send log's reader failed, say: stop, and say why
+                halt(f"unexpected error: {type(e).__name__}: {e}")
             finally:
                 with lock:
                     feeding[0] -= 1
@@ -188,6 +192,21 @@ def signing_pool(
     finally:
         if pool is not None:
             pool.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while a signing process is started: it inherits that through exec and
+    keeps it while it imports (half a second), where a KeyboardInterrupt would kill it with a
+    traceback. Ctrl-C is the sending process's to act on; it misses only this moment's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; a send started elsewhere
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _sign_batches(pipe: Connection, messages: IssueMessages, tokens: ReaderTokens) -> None:

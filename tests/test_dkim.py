@@ -154,6 +154,11 @@ def test_generate_never_overwrites(cli: Cli, project: Path, tmp_path: Path, kind
             "Error: 'exa mple.org' is not a domain name such as example.org\n",
         ),
         (
+            ["--domain", "a" * 57 + ".example.org"],
+            f"Error: '{'a' * 57}.example.org' is longer than the 68 characters a signature can "
+            "carry; sign for a shorter domain (the From domain or a parent of it)\n",
+        ),
+        (
             ["--selector", "new\nline"],
             "Error: 'new\\nline' is not a DKIM selector such as 'newsletter'\n",
         ),
@@ -386,31 +391,54 @@ def test_send_with_a_broken_key_stops_before_sending(
 # --- signing through OpenSSL ------------------------------------------------------------------
 
 
-def test_openssl_signature_is_byte_for_byte_dkimpys(
-    project: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+ONE_LINE_HEADERS = (
+    b"From: Jane <jane@example.org>\r\nTo: ann@example.org\r\nSubject: one line each\r\n"
+    b"Message-ID: <1@example.org>\r\n\r\nbody\r\n"
+)
+WHITESPACE_TO_FIX = (
+    b"From: Jane <jane@example.org>\r\nTo: ann@example.org\r\nSubject:  many   spaces \r\n"
+    b"Message-ID: <1@example.org>\r\nX-Folded: a\r\n\tb\r\n\r\nbody \t line  \r\n\r\n.dot\r\n\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("message", [ONE_LINE_HEADERS, WHITESPACE_TO_FIX])
+@pytest.mark.parametrize(
+    ("selector", "domain"),
+    [
+        ("news", "example.org"),
+        ("news", "a" * 56 + ".example.org"),  # 68: the longest domain allowed
+        ("s" * 63 + ".sel", "example.org"),  # a selector too long for one folded line
+    ],
+)
+def test_openssl_signature_is_byte_for_byte_dkimpys_and_verifies(
+    project: Path,
+    cli: Cli,
+    monkeypatch: pytest.MonkeyPatch,
+    message: bytes,
+    selector: str,
+    domain: str,
 ) -> None:
-    """The same header as dkimpy's pure-Python signer, whitespace to fix and all."""
+    """The same header as dkimpy's pure-Python signer: header fields on one line (hashed
+    without dkimpy's regular expressions) or with whitespace to fix, and tags long enough
+    to be folded inside."""
     import time
 
-    from newsletter.dkim import _INCLUDE_HEADERS
+    from newsletter.dkim import _INCLUDE_HEADERS, DkimSigner
 
-    generate(cli, "--selector", "news")
-    signer = signer_from_settings(load_settings(project, environ=DKIM_ENV))
-    assert signer is not None
-    message = (
-        b"From: Jane <jane@example.org>\r\nTo: ann@example.org\r\nSubject:  many   spaces \r\n"
-        b"Message-ID: <1@example.org>\r\n\r\nbody \t line  \r\n\r\n.dot\r\n\r\n\r\n"
-    )
+    name, value = generate(cli, "--selector", selector, "--domain", domain)
+    key = (project / "dkim.key").read_bytes()
     monkeypatch.setattr(time, "time", lambda: 1_800_000_000.5)
     expected = dkim.sign(
         message,
-        b"news",
-        b"example.org",
-        (project / "dkim.key").read_bytes(),
+        selector.encode(),
+        domain.encode(),
+        key,
         canonicalize=(b"relaxed", b"relaxed"),
         include_headers=_INCLUDE_HEADERS,
     )
-    assert signer.sign(message) == expected + message
+    signed = DkimSigner(key, selector, domain).sign(message)
+    assert signed == expected + message
+    assert dkim.verify(signed, dnsfunc=dns_stand_in(name, value))
 
 
 def test_signed_send_with_a_signing_process_verifies(

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
@@ -55,14 +60,19 @@ def recipients(count: int) -> list[store.Recipient]:
     ]
 
 
-def sign_all(messages: IssueMessages, tokens: object, readers: list[store.Recipient]):
+def sign_all(
+    messages: IssueMessages,
+    tokens: object,
+    readers: list[store.Recipient],
+    take: Callable[[int], list[store.Recipient]] | None = None,
+):
     """Everyone through one signing process, none signed here; and what halted the run."""
     queue = iter(readers)
     halts: list[str] = []
     with signing_pool(messages, tokens, 1) as pool:  # type: ignore[arg-type]
         assert pool is not None
         next_prepared = pool.ahead(
-            lambda count: list(itertools.islice(queue, count)),
+            take or (lambda count: list(itertools.islice(queue, count))),
             lambda: None,  # never sign here: every signature comes from the process
             lambda: bool(halts),
             halts.append,
@@ -141,3 +151,71 @@ def test_a_send_whose_signing_process_cannot_start_signs_in_its_connections(
     assert report.sent == 40 and report.stopped is None
     assert sorted(smtp_sink.per_recipient()) == sorted(readers)
     assert all(dkim.verify(r.data, dnsfunc=lookup) for r in smtp_sink.received)
+
+
+def test_an_unexpected_error_feeding_the_processes_halts_the_run(signed_messages) -> None:
+    """Reading the next readers fails (the database is locked, say): the run is stopped with
+    one line, not left to finish as if everyone had been sent."""
+    messages, tokens, _ = signed_messages
+    readers = iter(recipients(200))
+    taken = [0]
+
+    def take(count: int) -> list[store.Recipient]:
+        if taken[0] >= 64:
+            raise sqlite3.OperationalError("database is locked")
+        taken[0] += count
+        return list(itertools.islice(readers, count))
+
+    prepared, halts = sign_all(messages, tokens, [], take)
+    assert halts == ["unexpected error: OperationalError: database is locked"]
+    assert len(prepared) <= 64
+
+
+SIGN_AFTER_CTRL_C = """
+import os, signal, sys, time
+from pathlib import Path
+from newsletter import db as store
+from newsletter.config import load_settings
+from newsletter.dkim import signer_from_settings
+from newsletter.message import IssueMessages
+from newsletter.posts import find_post
+from newsletter.sender import prepare_issue
+from newsletter.signing import SigningPool
+from newsletter.tokens import reader_tokens
+
+if __name__ == "__main__":
+    settings = load_settings(Path(sys.argv[1]), environ={})
+    database = store.open_db(settings.db_path)
+    tokens = reader_tokens(settings, database)
+    issue = prepare_issue(settings, find_post(settings.posts_dir))
+    messages = IssueMessages(issue, settings, signer=signer_from_settings(settings))
+    pool = SigningPool(messages, tokens, 1)
+    try:
+        os.killpg(0, signal.SIGINT)  # Ctrl-C while the signing process is still starting
+        time.sleep(1)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    pool.pipes[0].send([("ab" * 16, "ann@example.org", "Ann")])
+    print("signed" if pool.pipes[0].recv()[0][1].startswith(b"DKIM-Signature") else "?")
+    pool.close()
+"""
+
+
+def test_ctrl_c_while_a_signing_process_starts_neither_kills_it_nor_prints_a_traceback(
+    signed_messages, project: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches every process of the terminal's group: the sending process decides
+    what it means; a signing process still starting up is not killed mid-import."""
+    script = tmp_path / "sign_after_ctrl_c.py"
+    script.write_text(SIGN_AFTER_CTRL_C)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    done = subprocess.run(
+        [sys.executable, str(script), str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # its own process group, as a terminal would make it
+    )
+    assert done.stdout.split() == ["interrupted", "signed"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
