@@ -13,7 +13,6 @@ report's Original-/Final-Recipient.
 from __future__ import annotations
 
 import re
-import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from sqlite_utils import Database
 
 from . import db as store
 from .config import Settings
-from .errors import ConfigError, MailboxError
+from .errors import ConfigError, MailboxError, describe_network_error
 from .message import message_id
 from .refusals import classify_refusal
 from .returned import ReturnedMail, read_returned_mail
@@ -104,7 +103,9 @@ def process_bounces(settings: Settings, *, dry_run: bool = False) -> list[Return
                     _move(client, done, settings.imap_done_folder)
         return outcomes
     except (IMAPClientError, OSError, ssl.SSLError) as e:
-        raise MailboxError(f"the IMAP mailbox {_where(settings)}: {_describe(e)}") from e
+        raise MailboxError(
+            f"the IMAP mailbox {_where(settings)}: {describe_network_error(e)}"
+        ) from e
     finally:
         db.close()
 
@@ -116,7 +117,9 @@ def check_login(settings: Settings) -> str:
             info = client.select_folder(settings.imap_folder, readonly=True)
             count = int(info.get(b"EXISTS", 0))
     except (IMAPClientError, OSError, ssl.SSLError) as e:
-        raise MailboxError(f"the IMAP mailbox {_where(settings)}: {_describe(e)}") from e
+        raise MailboxError(
+            f"the IMAP mailbox {_where(settings)}: {describe_network_error(e)}"
+        ) from e
     return (
         f"logged in to {_where(settings)} as {settings.imap_username}; "
         f"{settings.imap_folder} holds {count} message{'s' * (count != 1)}"
@@ -148,7 +151,7 @@ def imap_session(settings: Settings) -> Iterator[IMAPClient]:
         except LoginError as e:
             raise MailboxError(
                 f"the IMAP server {_where(settings)} refused the login for "
-                f"{settings.imap_username}: {_describe(e)}"
+                f"{settings.imap_username}: {describe_network_error(e)}"
             ) from e
         yield client
     finally:
@@ -280,16 +283,3 @@ def _by_message_id(db: Database, original_id: str | None) -> _Match | None:
 
 def _where(settings: Settings) -> str:
     return f"{settings.imap_host}:{settings.imap_port}"
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    text = e.args[0] if e.args else str(e)
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return " ".join(str(text).split()) or type(e).__name__

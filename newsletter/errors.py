@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 import sqlite3
 
 
@@ -122,3 +123,17 @@ _OS_ADVICE = {
 
 class MailboxError(NewsletterError):
     """The bounce mailbox cannot be reached over IMAP, or refused the login."""
+
+
+def describe_network_error(e: BaseException) -> str:
+    """A failed connection to a mail server (SMTP, IMAP) in a few words, on one line."""
+    if isinstance(e, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = e.args[0] if e.args else str(e)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(str(text).split()) or type(e).__name__

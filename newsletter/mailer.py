@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import mailbox
 import smtplib
-import socket
 import ssl
 from pathlib import Path
 from typing import NoReturn, Protocol
 
 from .config import Settings
 from .envelope import Envelope
-from .errors import DeliveryRefused, TransportError
+from .errors import DeliveryRefused, TransportError, describe_network_error
 from .files import make_private, make_private_dir
 
 
@@ -257,10 +256,4 @@ def _reply(e: smtplib.SMTPResponseException) -> str:
 def _describe(e: BaseException) -> str:
     if isinstance(e, smtplib.SMTPResponseException):
         return _reply(e)
-    if isinstance(e, socket.timeout | TimeoutError):
-        return "timed out"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return str(e) or type(e).__name__
+    return describe_network_error(e)
