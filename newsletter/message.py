@@ -97,9 +97,7 @@ class IssueMessages:
         """One reader's message; `reader_id` is their public id (it names them in the VERP
         Return-Path and the mailto unsubscribe address). A `signature` made ahead by
         `signature_for_reader` (in a signing process) is used instead of signing here."""
-        slug = self.issue.slug
-        public_id = str(reader_id) if self.verp else None
-        msg_id = message_id(slug, reader_id, self.sender.domain)
+        msg_id, public_id = self._ids(reader_id)
         return self._build(email, name, token, msg_id, public_id, signature)
 
     def signature_for_reader(
@@ -107,11 +105,13 @@ class IssueMessages:
     ) -> bytes:
         """The DKIM-Signature header `for_reader` would put on this reader's message: the
         same message bytes come out of the same arguments, so it can be made elsewhere."""
-        assert self.signer is not None
-        public_id = str(reader_id) if self.verp else None
-        msg_id = message_id(self.issue.slug, reader_id, self.sender.domain)
-        personal, text, html = self._personal(email, name, token, msg_id, public_id)
+        personal, text, html = self._personal(email, name, token, *self._ids(reader_id))
         return self._sign(personal, text, html)
+
+    def _ids(self, reader_id: str | int) -> tuple[str, str | None]:
+        """The reader's Message-ID, and their public id where VERP addresses need it."""
+        public_id = str(reader_id) if self.verp else None
+        return message_id(self.issue.slug, reader_id, self.sender.domain), public_id
 
     def for_test(self, email: str, name: str, token: str) -> Envelope:
         test_id = f"<{self.issue.slug}.test.{secrets.token_hex(8)}@{self.sender.domain}>"
