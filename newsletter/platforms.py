@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import get_args
 
-from .db import StatusReason, SubscriberStatus
+from .vocab import StatusReason, SubscriberStatus
 
 # Statuses as (our status, reason); the reason "complaint" keeps a spam complaint apart.
 Verdict = tuple[SubscriberStatus, StatusReason | None]

@@ -1,0 +1,314 @@
+"""The send log: runs, and one delivery row per post and reader, which makes a send exactly-once.
+
+Every write outside `db.atomic()` commits on its own: a delivery marked sent is on disk before
+the connection takes its next reader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlite_utils import Database
+
+from ..vocab import DeliveryStatus, SendKind, SendStatus
+from .schema import immediate, now, pages
+from .subscribers import SUBSCRIBER_COLUMNS, Subscriber, get_subscriber
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One post to one reader: the row that makes a send exactly-once."""
+
+    id: int
+    slug: str
+    subscriber_id: int | None
+    email: str | None
+    test: bool
+    status: DeliveryStatus
+    attempts: int
+    last_reply: str | None
+    message_id: str | None
+    send_id: int | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+DELIVERY_COLUMNS = ", ".join(Delivery.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A reader who still needs the post, as the sender streams them."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+    public_id: str = ""  # names the reader in tokens and the Message-ID
+
+
+def start_send(db: Database, slug: str, kind: SendKind) -> int:
+    cursor = db.execute(
+        "INSERT INTO sends (slug, kind, started_at) VALUES (?, ?, ?)", [slug, kind, now()]
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def finish_send(
+    db: Database,
+    send_id: int,
+    *,
+    status: SendStatus,
+    sent: int,
+    failed: int,
+    bounced: int,
+    skipped: int,
+    note: str | None = None,
+) -> None:
+    """Close a run. A note quotes readers ("last: ann@example.org: 451 ..."): in the same
+    transaction, the address of anyone erased during the run is taken out of it."""
+    with immediate(db):
+        if note is not None:
+            note = _note_without_erased(db, send_id, note)
+        db.execute(
+            "UPDATE sends SET status = ?, finished_at = ?, sent = ?, failed = ?, bounced = ?,"
+            " skipped = ?, note = ? WHERE id = ?",
+            [status, now(), sent, failed, bounced, skipped, note, send_id],
+        )
+
+
+def mark_interrupted_sends(db: Database) -> int:
+    """Runs still 'running' when no send holds the lock were killed; say so in the log."""
+    cursor = db.execute(
+        "UPDATE sends SET status = 'interrupted' WHERE status = 'running'",
+    )
+    return cursor.rowcount
+
+
+def queue_deliveries(db: Database, slug: str) -> None:
+    """Give every active reader who has no delivery of this post a pending one.
+
+    Readers who left since an earlier run are marked skipped, so the log shows why they got
+    nothing; one who comes back is picked up again.
+    """
+    stamp = now()
+    with db.atomic():
+        db.execute(
+            "INSERT OR IGNORE INTO deliveries (slug, subscriber_id, email, status, created_at,"
+            " updated_at) SELECT ?, id, email, 'pending', ?, ? FROM subscribers"
+            " WHERE status = 'active'",
+            [slug, stamp, stamp],
+        )
+        db.execute(
+            "UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE slug = ?"
+            " AND test = 0 AND status IN ('pending', 'failed') AND subscriber_id IN"
+            " (SELECT id FROM subscribers WHERE status != 'active')",
+            [stamp, slug],
+        )
+        db.execute(
+            "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE slug = ?"
+            " AND test = 0 AND status = 'skipped' AND subscriber_id IN"
+            " (SELECT id FROM subscribers WHERE status = 'active')",
+            [stamp, slug],
+        )
+
+
+def count_outstanding(db: Database, slug: str) -> int:
+    return db.execute(
+        "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0"
+        " AND status IN ('pending', 'failed')",
+        [slug],
+    ).fetchone()[0]
+
+
+def count_delivered(db: Database, slug: str) -> int:
+    return db.execute(
+        "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0 AND status = 'sent'", [slug]
+    ).fetchone()[0]
+
+
+def iter_outstanding(
+    db: Database, slug: str, *, batch: int = 500, after_id: int = 0
+) -> Iterator[Recipient]:
+    """Stream the readers who still need this post, in id order, a batch at a time.
+
+    Readers who left since the run began come too: the sender checks each one just before
+    sending and marks them skipped, so the log accounts for everyone.
+    """
+    sql = (
+        "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, s.public_id FROM deliveries d"
+        " JOIN subscribers s ON s.id = d.subscriber_id"
+        " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
+        " AND d.id > ? ORDER BY d.id LIMIT ?"
+    )
+    for row in pages(db, sql, [slug], batch, after_id):
+        yield Recipient(*row)
+
+
+def is_active(db: Database, subscriber_id: int) -> bool:
+    row = db.execute("SELECT status FROM subscribers WHERE id = ?", [subscriber_id]).fetchone()
+    return bool(row) and row[0] == "active"
+
+
+def iter_due(db: Database, slug: str, batch: int = 2000) -> Iterator[Subscriber]:
+    """Active readers who have not had this post (read only: nothing is queued)."""
+    sql = (
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.status = 'active'"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
+        " AND d.status IN ('sent', 'bounced')) AND s.id > ? ORDER BY s.id LIMIT ?"
+    )
+    for row in pages(db, sql, [slug], batch):
+        yield Subscriber(*row)
+
+
+def count_due(db: Database, slug: str) -> int:
+    """How many readers `iter_due` would give."""
+    return db.execute(
+        "SELECT count(*) FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS"
+        " (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
+        " AND d.status IN ('sent', 'bounced'))",
+        [slug],
+    ).fetchone()[0]
+
+
+def record_delivery(
+    db: Database,
+    delivery_id: int,
+    *,
+    status: DeliveryStatus,
+    attempts: int,
+    reply: str | None,
+    message_id: str | None,
+    send_id: int,
+) -> None:
+    """Write one delivery's outcome; committed by itself the moment it is known.
+
+    The reader may have been erased while their message was in flight: then the row has lost
+    its address, and one statement keeps it so (the reply is stored without any address, and
+    a delivery still due stays skipped), whatever the sender had in hand.
+    """
+    stamp = now()
+    erased_reply = without_addresses(reply) if reply is not None else None
+    db.execute(
+        "UPDATE deliveries SET"
+        " status = CASE WHEN email IS NULL AND test = 0 AND ? IN ('pending', 'failed')"
+        " THEN 'skipped' ELSE ? END,"
+        " attempts = ?, last_reply = CASE WHEN email IS NULL THEN ? ELSE ? END,"
+        " message_id = ?, send_id = ?, updated_at = ?,"
+        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END"
+        " WHERE id = ?",
+        [
+            status,
+            status,
+            attempts,
+            erased_reply,
+            reply,
+            message_id,
+            send_id,
+            stamp,
+            status,
+            stamp,
+            delivery_id,
+        ],
+    )
+
+
+# Good enough to find an address quoted in a server's reply or a run's note.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'`]+@[^\s<>()\[\],;:\"'`]+")
+
+
+ERASED = "(erased)"
+
+
+def without_addresses(text: str) -> str:
+    return _ADDRESS.sub(ERASED, text)
+
+
+def _note_without_erased(db: Database, send_id: int, note: str) -> str:
+    """The note, with each address in it that is no longer on the list taken out, when
+    someone mailed in this run was erased during it (else the note may name the sender or
+    the SMTP login, which are not on the list and must stay)."""
+    addresses = set(_ADDRESS.findall(note))
+    erased_during_run = (
+        addresses
+        and db.execute(
+            "SELECT 1 FROM deliveries WHERE send_id = ? AND email IS NULL AND test = 0 LIMIT 1",
+            [send_id],
+        ).fetchone()
+    )
+    if not erased_during_run:
+        return note
+    for address in addresses:
+        if get_subscriber(db, address.rstrip(".")) is None:
+            note = note.replace(address, ERASED)
+    return note
+
+
+def record_test_delivery(
+    db: Database,
+    slug: str,
+    email: str,
+    *,
+    status: DeliveryStatus,
+    reply: str,
+    message_id: str,
+    send_id: int,
+) -> None:
+    stamp = now()
+    db.execute(
+        "INSERT INTO deliveries (slug, subscriber_id, email, test, status, attempts, last_reply,"
+        " message_id, send_id, created_at, updated_at, sent_at)"
+        " VALUES (?, NULL, ?, 1, ?, 1, ?, ?, ?, ?, ?, ?)",
+        [
+            slug,
+            email,
+            status,
+            reply,
+            message_id,
+            send_id,
+            stamp,
+            stamp,
+            stamp if status == "sent" else None,
+        ],
+    )
+
+
+def sent_slugs(db: Database) -> list[str]:
+    """Every post a real send went out for (a token's post tag is one of these); from the
+    small table of runs, not the log of every delivery."""
+    return [r[0] for r in db.execute("SELECT DISTINCT slug FROM sends WHERE kind = 'real'")]
+
+
+def get_delivery(db: Database, slug: str, subscriber_id: int) -> Delivery | None:
+    row = db.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE slug = ? AND subscriber_id = ?"
+        " AND test = 0",
+        [slug, subscriber_id],
+    ).fetchone()
+    return Delivery(*row) if row else None
+
+
+def last_sent_delivery(db: Database, subscriber_id: int) -> Delivery | None:
+    row = db.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE subscriber_id = ? AND test = 0"
+        " AND status IN ('sent', 'bounced') ORDER BY sent_at DESC, id DESC LIMIT 1",
+        [subscriber_id],
+    ).fetchone()
+    return Delivery(*row) if row else None
+
+
+def archive_post(db: Database, slug: str, reason: str) -> bool:
+    """Count a post as published without mailing it; False if it was already."""
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO archived_posts (slug, archived_at, reason) VALUES (?, ?, ?)",
+        [slug, now(), reason],
+    )
+    return cursor.rowcount == 1
+
+
+def archived_slugs(db: Database) -> set[str]:
+    return {row[0] for row in db.execute("SELECT slug FROM archived_posts").fetchall()}
