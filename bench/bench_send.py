@@ -399,7 +399,7 @@ def serve_section(root: Path, lists: Lists, readers: int) -> None:
     print(f"\n## serve during a send to {readers:,} readers: one-click unsubscribe answer times")
     from newsletter import db as store
     from newsletter.config import load_settings
-    from newsletter.tokens import reader_tokens
+    from newsletter.keys import reader_tokens
 
     sink = Sink()
     web_port = free_port()

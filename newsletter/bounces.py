@@ -17,7 +17,6 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -26,19 +25,14 @@ from sqlite_utils import Database
 from . import db as store
 from .config import Settings
 from .errors import ConfigError, MailboxError, describe_network_error
+from .keys import reader_tokens
 from .message import message_id
 from .refusals import classify_refusal
 from .returned import ReturnedMail, read_returned_mail
-from .tokens import post_tag, reader_tokens
+from .tokens import post_tag
 from .verp import Verp
+from .vocab import MailUnsubscribeReason, ReturnAction, ReturnedKind, event_kind_for
 
-Action = Literal[
-    "bounced",  # the reader is out
-    "counted",  # one more failure against the reader's limit
-    "noted",  # recorded; the reader's status stays (sender's fault, or not active)
-    "unsubscribed",
-    "left alone",  # not ours to act on: stays in the mailbox
-]
 FETCH_BATCH = 100
 _MESSAGE_ID = re.compile(r"^<(?P<slug>.+)\.(?P<reader>[0-9a-f]+)\.(?P<digest>[0-9a-f]{12})@.+>$")
 
@@ -48,8 +42,8 @@ class ReturnOutcome:
     """What one message in the mailbox did."""
 
     uid: int
-    kind: str
-    action: Action
+    kind: ReturnedKind
+    action: ReturnAction
     email: str | None
     slug: str | None
     status: str | None
@@ -206,17 +200,14 @@ def _process_one(
     )
 
 
-def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) -> Action:
+def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) -> ReturnAction:
     subscriber = match.subscriber
     if mail.kind == "bounce report":
         # The Status field is the report's verdict; the Diagnostic-Code may quote another code.
         verdict = classify_refusal(
             mail.status or mail.detail, permanent=mail.permanent, report=True
         )
-        kind: store.ReaderEventKind = {
-            "bounce": "bounce",
-            "count": "soft_bounce",
-        }.get(verdict.effect, "sender_refusal")  # type: ignore[assignment]
+        kind = event_kind_for(verdict.effect)
         changed = store.record_returned_failure(
             db,
             subscriber.id,
@@ -229,7 +220,7 @@ def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) 
         if changed == "bounced":
             return "bounced"
         return "counted" if kind == "soft_bounce" and subscriber.status == "active" else "noted"
-    reason = "complaint" if mail.kind == "complaint" else "email"
+    reason: MailUnsubscribeReason = "complaint" if mail.kind == "complaint" else "email"
     changed = store.record_mail_unsubscribe(db, subscriber.id, match.slug, reason, mail.detail)
     return "unsubscribed" if changed else "noted"
 

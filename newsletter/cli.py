@@ -31,17 +31,18 @@ from rich.progress import (
 from sqlite_utils import Database
 
 from . import db as store
-from . import subscriber_csv
+from . import schedule, subscriber_csv
 from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, environment_failure
 from .files import open_private
-from .posts import Post, check_images, find_post
+from .posts import Post, find_post
 from .terminal import printable
+from .vocab import RETURNED_REASONS, STATUS_FILTERS
 
 if TYPE_CHECKING:
     from .feed import PullReport
-    from .sender import SendReport
+    from .run import SendReport
 
 # The sending side (premailer, lxml, dkimpy) is imported by the commands that use it, so that
 # `subscribers list` and `log` start in a fraction of the time.
@@ -57,7 +58,6 @@ app.add_typer(subscribers_app, name="subscribers")
 dkim_app = typer.Typer(help="Sign mail with DKIM.", no_args_is_help=True)
 app.add_typer(dkim_app, name="dkim")
 
-STATUS_CHOICES = ("active", "unsubscribed", "bounced", "pending", "all")
 SAMPLE_READER = ("Sample Reader", "reader@example.org", "sample-unsubscribe-token")
 
 
@@ -223,24 +223,28 @@ def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's a
 @reports_errors
 def subscribers_list(
     status: Annotated[
-        str, typer.Option("--status", "-s", help="active, unsubscribed, bounced, pending or all.")
+        str,
+        typer.Option(
+            "--status", "-s", help=f"{', '.join(STATUS_FILTERS[:-1])} or {STATUS_FILTERS[-1]}."
+        ),
     ] = "active",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List readers, a table for people or JSON lines for programs."""
-    if status not in STATUS_CHOICES:
-        typer.echo(f"Error: --status must be one of {', '.join(STATUS_CHOICES)}", err=True)
+    chosen = next((known for known in STATUS_FILTERS if known == status), None)
+    if chosen is None:
+        typer.echo(f"Error: --status must be one of {', '.join(STATUS_FILTERS)}", err=True)
         raise typer.Exit(2)
     out = sys.stdout
     with _database(_settings()) as db:
         count = 0
         if not as_json:
             out.write(f"{'EMAIL':<40} {'STATUS':<12} {'SOURCE':<6} {'SINCE':<25} NAME\n")
-        for subscriber in store.iter_subscribers(db, status):
+        for subscriber in store.iter_subscribers(db, chosen):
             count += 1
             if as_json:
                 record = vars(subscriber)  # flat: no asdict copy
-                if subscriber.status_reason in ("bounce", "complaint", "email"):  # #13
+                if subscriber.status_reason in RETURNED_REASONS:
                     record = {**record, "events": _events(db, subscriber.id)}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             else:
@@ -537,7 +541,10 @@ def send(
     if send_due:
         _send_due(settings, slug=slug, to=to, dry_run=dry_run, yes=yes)
         return
-    post = _post_to_send(settings, slug, early=now, test=to is not None)
+    with _database(settings) as db:
+        post = schedule.post_for_send(
+            settings, db, slug, early=now, test=to is not None, now=datetime.now(UTC)
+        )
     if post is None:
         typer.echo(
             "Nothing to send: every post that is due counts as published (a feed's back catalogue)"
@@ -592,34 +599,7 @@ def send(
 
     with _progress(due, dry_run) as advance:
         report = sender.send_post(settings, post, dry_run=dry_run, progress=advance)
-    typer.echo(_summary(report))
-    for failure in report.failures[:10]:
-        typer.echo(f"  failed: {printable(failure)}", err=True)
-    if report.stopped:
-        typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
-        raise typer.Exit(1)
-
-
-def _post_to_send(settings: Settings, slug: str | None, *, early: bool, test: bool) -> Post | None:
-    """The post `send` means, refused when it must not go to the list or shows a missing image;
-    None when every post that is due was published without a send (a feed's back catalogue)."""
-    from .archive import all_posts, check_sendable, newest_due
-
-    found = all_posts(settings)
-    moment = datetime.now(UTC)
-    with _database(settings) as db:
-        archived = store.archived_slugs(db)
-    if slug is None:
-        due = found.due(moment)
-        if due and all(p.slug in archived for p in due):
-            return None
-        post = newest_due(found, archived, moment)
-    else:
-        post = found.find(slug)
-        if not test:  # a test copy of a draft or scheduled post is how an author looks first
-            check_sendable(post, archived, moment, early=early)
-    check_images(post)
-    return post
+    _print_report(report)
 
 
 def _send_due(
@@ -628,7 +608,6 @@ def _send_due(
     """Every post whose time has come and that was not sent, oldest first; quiet when there is
     nothing to do, so cron mails nothing."""
     from . import sender
-    from .archive import due_unsent
 
     if slug is not None or to is not None:
         raise NewsletterError("--due sends every due post: give no slug and no --to")
@@ -636,28 +615,16 @@ def _send_due(
         raise NewsletterError("--due sends without asking: run it with --yes")
     settings.sender  # noqa: B018 - a missing From is reported before anything else
     with _database(settings) as db:
-        posts = due_unsent(settings, db, datetime.now(UTC))
+        chosen = schedule.due_posts(settings, db, datetime.now(UTC))
         active = store.count_subscribers(db, "active")
-    if not posts or active == 0:
+    if active == 0 or not (chosen.posts or chosen.refused):
         return
-    refused: list[str] = []
-    for post in posts:
-        try:
-            check_images(post)  # one post's missing image holds back that post only
-        except NewsletterError as e:
-            refused.append(str(e))
-            continue
+    for post in chosen.posts:
         typer.echo(f"“{post.title}” ({post.slug}), due {post.published_at:%Y-%m-%d %H:%M}Z")
-        report = sender.send_post(settings, post, dry_run=dry_run)
-        typer.echo(_summary(report))
-        for failure in report.failures[:10]:
-            typer.echo(f"  failed: {printable(failure)}", err=True)
-        if report.stopped:
-            typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
-            raise typer.Exit(1)
-    for reason in refused:
-        typer.echo(f"Error: not sent: {reason}", err=True)
-    if refused:
+        _print_report(sender.send_post(settings, post, dry_run=dry_run))
+    for reason in chosen.refused:
+        typer.echo(f"Error: not sent: {printable(reason)}", err=True)
+    if chosen.refused:
         raise typer.Exit(1)
 
 
@@ -700,6 +667,16 @@ def _summary(report: SendReport) -> str:
         f"Sent {report.sent}, failed {report.failed}, bounced {report.bounced}, "
         f"skipped {report.skipped} in {report.seconds:.1f}s ({rate:,.0f}/s)"
     )
+
+
+def _print_report(report: SendReport, prefix: str = "") -> None:
+    """A send's closing lines: the summary, the first failures, and why it stopped (exit 1)."""
+    typer.echo(prefix + _summary(report))
+    for failure in report.failures[:10]:
+        typer.echo(f"  failed: {printable(failure)}", err=True)
+    if report.stopped:
+        typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("log")
@@ -827,50 +804,34 @@ def _pull_summary(report: PullReport) -> str:
 
 def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: bool) -> None:
     """Send the feed's new posts not yet sent, oldest first, through the exactly-once log."""
-    from . import feed, sender
+    from . import sender
 
+    moment = datetime.now(UTC)
     with _database(settings) as db:
         active = store.count_subscribers(db, "active")
-        slugs = feed.posts_to_send(db)
+        waiting = schedule.posts_to_send(db, moment)
     if dry_run:
-        slugs = [post.slug for post in report.to_send] + slugs
-    if not slugs:
+        waiting = [post.slug for post in report.to_send] + waiting
+    if not waiting:
         return
     if active == 0:
         typer.echo("No active readers: nothing sent")
         return
-    count = f"{len(slugs)} new post{'s' * (len(slugs) != 1)}"
+    count = f"{len(waiting)} new post{'s' * (len(waiting) != 1)}"
     if dry_run:
         typer.echo(f"Would send {count} to {active} active readers")
         return
     if not yes and not typer.confirm(f"Send {count} to {active} active readers now?"):
         raise typer.Exit(1)
-    from .archive import check_sendable
-
-    for slug in slugs:
-        try:
-            post = find_post(settings.posts_dir, slug, settings.timezone)
-            with _database(settings) as db:
-                archived = store.archived_slugs(db)
-            # The author may have made it a draft or dated it later since the pull: as for
-            # `send`, those wait (`send --due` takes a scheduled post when its time comes).
-            check_sendable(post, archived, datetime.now(UTC), early=False)
-            check_images(post)
-        except NewsletterError as e:  # deleted, broken, a draft, scheduled: theirs to decide
-            typer.echo(f"Warning: not sent: {printable(str(e))}", err=True)
-            continue
-        with _database(settings) as db:
-            due = store.count_due(db, post.slug)
-        if due == 0:
-            continue
-        with _progress(due, False) as advance:
+    with _database(settings) as db:
+        chosen = schedule.pulled_posts(settings, db, moment)
+        due = {post.slug: store.count_due(db, post.slug) for post in chosen.posts}
+    for reason in chosen.refused:  # deleted, broken, a draft, scheduled: theirs to decide
+        typer.echo(f"Warning: not sent: {printable(reason)}", err=True)
+    for post in chosen.posts:
+        with _progress(due[post.slug], False) as advance:
             sent = sender.send_post(settings, post, progress=advance)
-        typer.echo(f"“{post.title}”: {_summary(sent)}")
-        for failure in sent.failures[:10]:
-            typer.echo(f"  failed: {printable(failure)}", err=True)
-        if sent.stopped:
-            typer.echo(f"Error: stopped early: {printable(sent.stopped)}", err=True)
-            raise typer.Exit(1)
+        _print_report(sent, prefix=f"“{post.title}”: ")
 
 
 # --- after the send: bounces, reactivate, stats (#13) ---------------------------------------

@@ -9,24 +9,17 @@ known and before the connection takes its next reader.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
 
 from sqlite_utils import Database
 
 from . import db as store
-from .config import Settings
 from .errors import DeliveryRefused, TransportError
 from .mailer import Transport
 from .refusals import Verdict, classify_refusal
+from .run import Run
 from .signing import Prepared
+from .vocab import DeliveryStatus
 
-if TYPE_CHECKING:
-    from .parallel import Run
-
-Outcome = Literal["sent", "failed", "bounced", "skipped"]
-ProgressCallback = Callable[[Outcome], None]
-TransportFactory = Callable[[Settings], Transport]
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -42,7 +35,7 @@ def deliver(
     settings = run.settings
     recipient = prepared.recipient
 
-    def record(status: store.DeliveryStatus, reply: str, message_id: str | None) -> None:
+    def record(status: DeliveryStatus, reply: str, message_id: str | None) -> None:
         with run.db_lock:
             store.record_delivery(
                 db,

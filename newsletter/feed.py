@@ -44,7 +44,6 @@ FULL_TEXT_ADVICE = (
 BACKDATED_AFTER = timedelta(days=7)
 # `pull --send` retries a post whose send did not finish (the mail server was down) this long;
 # after that, it would reach only readers who joined since, days late.
-RETRY_SENDS_FOR = timedelta(days=3)
 MAX_PAGES = 1000
 SLUG_LENGTH = 60
 TITLE_FROM_TEXT_LENGTH = 60
@@ -484,9 +483,3 @@ def pull(
             if not post.adopted:
                 _write_new(post.path, post_document(entry))
     return report
-
-
-def posts_to_send(db: Database, now: datetime | None = None) -> list[str]:
-    """Slugs `pull --send` should send: new feed posts of the last days not yet fully sent."""
-    since = (now or datetime.now(UTC)) - RETRY_SENDS_FOR
-    return store.unfinished_feed_posts(db, since.isoformat(timespec="seconds"))

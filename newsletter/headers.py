@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import TYPE_CHECKING
 
 from .errors import HeaderError
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -42,10 +38,3 @@ def check_header(field: str, value: str) -> str:
 def mend_header(value: str, replacement: str = " ") -> str:
     """`value` with each forbidden character replaced: for readers' names and addresses."""
     return _FORBIDDEN.sub(replacement, value)
-
-
-def check_newsletter_headers(settings: Settings) -> None:
-    """The settings that go into the headers of every email the newsletter sends."""
-    check_header("NEWSLETTER_TITLE", settings.title)
-    if settings.from_address is not None:
-        check_header("the name in NEWSLETTER_FROM", settings.from_address.display_name)

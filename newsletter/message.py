@@ -21,7 +21,7 @@ from email.utils import format_datetime, formataddr
 from .config import Settings
 from .dkim import DkimSigner
 from .envelope import Envelope
-from .headers import check_header, check_newsletter_headers, mend_header
+from .headers import check_header, mend_header
 from .render import Personalised, RenderedIssue, unsubscribe_url
 from .verp import Verp
 
@@ -244,3 +244,10 @@ def _skeleton(
     before_text, rest = body.split(_TEXT_SLOT + b"\r\n", 1)
     between, after = rest.split(_HTML_SLOT + b"\r\n", 1)
     return common, mime_headers + before_text, between, after
+
+
+def check_newsletter_headers(settings: Settings) -> None:
+    """The settings that go into the headers of every email the newsletter sends."""
+    check_header("NEWSLETTER_TITLE", settings.title)
+    if settings.from_address is not None:
+        check_header("the name in NEWSLETTER_FROM", settings.from_address.display_name)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
-Effect = Literal["bounce", "count", "sender", "retry"]
+from .vocab import RefusalEffect
+
 ENHANCED_CODE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 # The address does not exist: such a reader is out at once (other reader faults are counted).
 _UNKNOWN_ADDRESS = {"1", "2", "3", "6", "10"}
@@ -27,7 +27,7 @@ class Verdict:
     """What a refusal means: `bounce` the reader now, `count` one against the reader's limit,
     `sender` (the sender's or server's fault: the reader is untouched), or `retry` (temporary)."""
 
-    effect: Effect
+    effect: RefusalEffect
     status: str | None  # the enhanced status code, e.g. "5.1.1"
     reply: str
 

@@ -14,11 +14,10 @@ from email import message_from_bytes, policy
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
-from typing import Literal
 
 from .refusals import enhanced_code
+from .vocab import ReturnedKind
 
-ReturnedKind = Literal["bounce report", "complaint", "unsubscribe", "auto-reply", "other"]
 # Where a message was delivered to: the VERP or mailto address that names the reader.
 DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
 _SPACES = re.compile(r"\s+")

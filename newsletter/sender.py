@@ -20,25 +20,18 @@ from sqlite_utils import Database
 from . import db as store
 from .addresses import normalise_address
 from .config import Settings
-from .delivery import ProgressCallback, TransportFactory
 from .dkim import signer_from_settings
 from .errors import DeliveryRefused, SendError, TransportError
+from .keys import reader_tokens
 from .mailer import open_transport
 from .message import IssueMessages
-from .parallel import (
-    INTERRUPTED,
-    RateLimiter,
-    Run,
-    SendReport,
-    plan,
-    run_connections,
-    watch_first_deliveries,
-)
+from .parallel import plan, run_connections, watch_first_deliveries
 from .posts import Post
 from .render import RenderedIssue, render_issue, template_environment
+from .run import INTERRUPTED, ProgressCallback, RateLimiter, Run, SendReport, TransportFactory
 from .send_lock import send_lock as hold_send_lock
 from .signing import SigningPool, signing_pool
-from .tokens import ReaderTokens, reader_tokens
+from .tokens import ReaderTokens
 from .verp import verp_for
 
 
@@ -63,7 +56,9 @@ def send_post(
     db = store.open_db(settings.db_path)
     try:
         tokens = reader_tokens(settings, db)
-        messages = IssueMessages(issue, settings, signer=signer, verp=verp_for(settings, tokens))
+        messages = IssueMessages(
+            issue, settings, signer=signer, verp=verp_for(settings.bounce_address, tokens)
+        )
         if dry_run:
             _dry_run(db, post.slug, messages, tokens, report, progress)
         else:
@@ -163,7 +158,10 @@ def send_test(
     try:
         tokens = reader_tokens(settings, db)
         messages = IssueMessages(
-            issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
+            issue,
+            settings,
+            signer=signer_from_settings(settings),
+            verp=verp_for(settings.bounce_address, tokens),
         )
         subscriber = store.get_subscriber(db, email)
         # Someone not on the list gets a link that leads to "not on the list".

@@ -22,9 +22,8 @@ from .addresses import clean_name, normalise_address
 from .config import Settings
 from .dkim import signer_from_settings
 from .errors import NotOnList, SubscriberError
-from .headers import check_newsletter_headers
 from .mailer import Transport, open_transport
-from .message import Envelope, IssueMessages
+from .message import Envelope, IssueMessages, check_newsletter_headers
 from .render import render_template, render_welcome, template_environment
 from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderKey, ReaderTokens
 from .verp import verp_for
@@ -195,7 +194,10 @@ def send_welcome(
     if issue is None:
         return False
     messages = IssueMessages(
-        issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
+        issue,
+        settings,
+        signer=signer_from_settings(settings),
+        verp=verp_for(settings.bounce_address, tokens),
     )
     public_id = subscriber.public_id or ""
     envelope = messages.for_reader(

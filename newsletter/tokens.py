@@ -5,7 +5,8 @@ A token carries the reader's random public id, never the sequential id (which wo
 the list is), and never the address. Unsubscribe tokens also name the post whose email carried
 them, for the per-post figures of `stats`. Links sent before public ids (payload: the integer id)
 keep working. Several keys may be given, newest last: tokens signed with an older key keep
-working while the newest signs everything new.
+working while the newest signs everything new. It takes its keys; `keys.reader_tokens` finds
+them (the configured ones, else the one kept in the database).
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 
-from . import db as store
 from .errors import BadToken
-
-if TYPE_CHECKING:
-    from sqlite_utils import Database
-
-    from .config import Settings
 
 CONFIRM_MAX_AGE_SECONDS = 7 * 24 * 3600
 # A mail token: public id (8 bytes) + post tag (3) + HMAC (8), in lower-case hex, so a server
@@ -34,15 +28,6 @@ _ID_BYTES, _POST_BYTES, _MAC_BYTES = 8, 3, 8
 MAIL_TOKEN_LENGTH = 2 * (_ID_BYTES + _POST_BYTES + _MAC_BYTES)  # 38
 NOBODY = "0" * 16  # the public id in tokens of test copies: leads to "not on the list"
 ReaderKey = str | int  # a public id, or the sequential id of a link made before public ids
-
-
-def secret_keys(settings: Settings, db: Database) -> tuple[str, ...]:
-    """The configured keys, or the one kept in the database so old links keep working."""
-    return settings.secret_keys or (store.stored_secret_key(db),)
-
-
-def reader_tokens(settings: Settings, db: Database) -> ReaderTokens:
-    return ReaderTokens(secret_keys(settings, db))
 
 
 def post_tag(slug: str) -> str:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from .errors import BadToken
 from .tokens import MailToken, ReaderTokens
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 UNSUBSCRIBE_PREFIX = "unsubscribe-"
 AddressKind = Literal["bounce", "unsubscribe"]
@@ -69,6 +66,6 @@ class Verp:
         return ReturnAddress(kind, token, reader)
 
 
-def verp_for(settings: Settings, tokens: ReaderTokens) -> Verp | None:
+def verp_for(bounce_address: str | None, tokens: ReaderTokens) -> Verp | None:
     """The VERP addresses when NEWSLETTER_BOUNCE_ADDRESS is set; None sends as before."""
-    return Verp(settings.bounce_address, tokens) if settings.bounce_address else None
+    return Verp(bounce_address, tokens) if bounce_address else None

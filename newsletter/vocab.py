@@ -37,6 +37,8 @@ StatusReason = Literal[
     "confirmed",  # the reader confirmed by the emailed link
 ]
 STATUS_REASONS: tuple[StatusReason, ...] = get_args(StatusReason)
+# The reasons that came back after a send: `subscribers list --json` shows their events.
+RETURNED_REASONS: tuple[StatusReason, ...] = ("bounce", "complaint", "email")
 
 # --- the send log ----------------------------------------------------------------------------
 

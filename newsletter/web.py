@@ -46,9 +46,10 @@ from .background import WorkQueue
 from .config import Settings
 from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
+from .keys import reader_tokens
 from .posts import Post
 from .render import load_template, post_html, render_template, template_environment
-from .tokens import ReaderTokens, reader_tokens
+from .tokens import ReaderTokens
 from .weblog import redact_tokens
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pytest
 from sqlite_utils import Database
 
 from newsletter import db as store
-from newsletter.tokens import reader_tokens
+from newsletter.keys import reader_tokens
 
 from .conftest import Cli, LiveServer, Received, SmtpSink, wait_for, write_env
 

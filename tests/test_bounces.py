@@ -326,7 +326,7 @@ def test_delays_are_counted_and_the_senders_fault_leaves_the_reader(
     [original] = mail_system.wait_for_mail(here, 1)
     database = store.open_db(project / "newsletter.db")
     settings = load_settings(project, environ={})
-    from newsletter.tokens import reader_tokens
+    from newsletter.keys import reader_tokens
     from newsletter.verp import Verp
 
     verp = Verp(settings.bounce_address, reader_tokens(settings, database))

@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from newsletter import db as store
 from newsletter.errors import FeedError
-from newsletter.feed import posts_to_send, pull, slug_from_title
+from newsletter.feed import pull, slug_from_title
 from newsletter.feed_content import html_to_markdown, sanitise_html
 from newsletter.feed_http import FeedClient, user_agent
 from newsletter.posts import load_posts, read_post
+from newsletter.schedule import posts_to_send
 
 from .conftest import Cli, SmtpSink, add_readers, free_port
 from .feed_server import FeedServer, RunningFeedServer

@@ -30,9 +30,9 @@ from newsletter import db as store
 from newsletter.config import load_settings
 from newsletter.dkim import generate_key
 from newsletter.files import make_private_dir, open_private
+from newsletter.keys import reader_tokens
 from newsletter.posts import find_post
 from newsletter.sender import send_post
-from newsletter.tokens import reader_tokens
 from newsletter.web import ClientLimiter
 
 from .conftest import Cli, LiveServer, SmtpSink, add_readers, free_port, wait_for, write_env

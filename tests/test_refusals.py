@@ -13,9 +13,9 @@ import pytest
 
 from newsletter import db as store
 from newsletter.config import load_settings
+from newsletter.keys import reader_tokens
 from newsletter.refusals import CircuitBreaker, classify_refusal
 from newsletter.subscribe import unsubscribe
-from newsletter.tokens import reader_tokens
 
 from .conftest import Cli, SmtpSink, add_readers
 

@@ -300,7 +300,7 @@ def test_serve_and_send_share_the_database_at_the_same_time(
 
     import httpx
 
-    from newsletter.tokens import reader_tokens
+    from newsletter.keys import reader_tokens
 
     server = start_server()
     database = store.open_db(smtp_project / "newsletter.db")

@@ -16,11 +16,11 @@ import pytest
 from newsletter import db as store
 from newsletter.config import load_settings
 from newsletter.dkim import signer_from_settings
+from newsletter.keys import reader_tokens
 from newsletter.message import IssueMessages
 from newsletter.posts import find_post
 from newsletter.sender import prepare_issue
 from newsletter.signing import Prepared, signing_pool
-from newsletter.tokens import reader_tokens
 from newsletter.verp import verp_for
 
 from .conftest import Cli, SmtpSink, write_env
@@ -41,7 +41,10 @@ def signed_messages(project: Path, cli: Cli) -> tuple[IssueMessages, object, dki
         database.close()
     issue = prepare_issue(settings, find_post(settings.posts_dir))
     messages = IssueMessages(
-        issue, settings, signer=signer_from_settings(settings), verp=verp_for(settings, tokens)
+        issue,
+        settings,
+        signer=signer_from_settings(settings),
+        verp=verp_for(settings.bounce_address, tokens),
     )
     return messages, tokens, lookup
 
@@ -181,7 +184,7 @@ from newsletter.message import IssueMessages
 from newsletter.posts import find_post
 from newsletter.sender import prepare_issue
 from newsletter.signing import SigningPool
-from newsletter.tokens import reader_tokens
+from newsletter.keys import reader_tokens
 
 if __name__ == "__main__":
     settings = load_settings(Path(sys.argv[1]), environ={})

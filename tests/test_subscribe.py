@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from newsletter import db as store
 from newsletter.config import Settings, load_settings
 from newsletter.errors import BadToken, DeliveryRefused, NotOnList, SubscriberError
+from newsletter.keys import reader_tokens, secret_keys
 from newsletter.subscribe import (
     Visitor,
     confirm_subscription,
@@ -21,7 +22,7 @@ from newsletter.subscribe import (
     resubscribe,
     unsubscribe,
 )
-from newsletter.tokens import NOBODY, ReaderTokens, reader_tokens, secret_keys
+from newsletter.tokens import NOBODY, ReaderTokens
 
 from .conftest import Received, SmtpSink, write_env
 

@@ -14,11 +14,12 @@ from itsdangerous import URLSafeSerializer
 from sqlite_utils import Database
 
 from newsletter import db as store
+from newsletter.keys import reader_tokens
 from newsletter.mailer import open_transport
 from newsletter.message import Envelope
 from newsletter.posts import find_post
 from newsletter.sender import send_post
-from newsletter.tokens import ReaderTokens, reader_tokens
+from newsletter.tokens import ReaderTokens
 from newsletter.web import RESUBSCRIBE_FORM, SUBSCRIBE_FORM, ClientLimiter
 
 from .conftest import Cli, LiveServer, SmtpSink, free_port, wait_for, write_env
