@@ -25,6 +25,11 @@ LEFT_STATUSES: tuple[LeftStatus, ...] = get_args(LeftStatus)
 SubscriberSource = Literal["cli", "import", "web"]
 SUBSCRIBER_SOURCES: tuple[SubscriberSource, ...] = get_args(SubscriberSource)
 
+# How often a reader is mailed: each post as it goes out, or a weekly digest of the week's posts.
+# A pause (until a date) is kept apart, so the reader comes back to what they had.
+Frequency = Literal["every", "digest"]
+FREQUENCIES: tuple[Frequency, ...] = get_args(Frequency)
+
 # Why a reader's status last changed; a reason decides who may undo it (an author's removal is
 # not undone by the reader's resubscribe button; a complaint never by an import).
 StatusReason = Literal[

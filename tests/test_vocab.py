@@ -28,6 +28,7 @@ def _allowed(db_path: Path, table: str, column: str) -> set[str]:
     [
         ("subscribers", "status", vocab.SUBSCRIBER_STATUSES),
         ("subscribers", "source", vocab.SUBSCRIBER_SOURCES),
+        ("subscribers", "frequency", vocab.FREQUENCIES),
         ("deliveries", "status", vocab.DELIVERY_STATUSES),
         ("sends", "kind", vocab.SEND_KINDS),
         ("sends", "status", vocab.SEND_STATUSES),

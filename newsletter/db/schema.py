@@ -193,6 +193,38 @@ def m008_hardening(db: Database) -> None:
     )
 
 
+@migrations()
+def m009_reader_choices(db: Database) -> None:
+    """What a reader chose (#23): every post or a weekly digest, a pause until a date, and the
+    topics they read. `topics_chosen = 0` reads every topic, new ones included (the default);
+    once a reader picks, their topics are the rows of `subscriber_topics`. A digest is a send
+    like a post's: its deliveries (slug `digest-YYYY-MM-DD`) keep it exactly-once per reader,
+    and `digest_posts` says which posts each reader's digest carried."""
+    columns = db["subscribers"].columns_dict
+    for name, definition in (
+        ("frequency", "TEXT NOT NULL DEFAULT 'every' CHECK (frequency IN ('every', 'digest'))"),
+        ("paused_until", "TEXT"),
+        ("topics_chosen", "INTEGER NOT NULL DEFAULT 0"),
+    ):
+        if name not in columns:
+            db.execute(f"ALTER TABLE subscribers ADD COLUMN {name} {definition}")
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS subscriber_topics (
+            subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+            topic TEXT NOT NULL,
+            PRIMARY KEY (subscriber_id, topic)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS subscriber_topics_topic"
+        " ON subscriber_topics (topic, subscriber_id)",
+        """CREATE TABLE IF NOT EXISTS digest_posts (
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            post_slug TEXT NOT NULL,
+            PRIMARY KEY (delivery_id, post_slug)
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
 def new_public_id() -> str:
     """A reader's id in links and tokens: random, so it says nothing about the list."""
     return secrets.token_hex(8)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from sqlite_utils import Database
 
 from ..errors import SubscriberError
-from ..vocab import StatusFilter, StatusReason, SubscriberSource, SubscriberStatus
+from ..vocab import Frequency, StatusFilter, StatusReason, SubscriberSource, SubscriberStatus
 from .schema import new_public_id, now, pages
 
 
@@ -36,6 +36,9 @@ class Subscriber:
     optin_ip: str | None = None
     left_at: str | None = None
     tags: str | None = None
+    frequency: Frequency = "every"
+    paused_until: str | None = None
+    topics_chosen: int = 0  # 0: every topic; 1: the rows of subscriber_topics
 
 
 @dataclass(frozen=True)
