@@ -576,7 +576,7 @@ def send(
 
     settings.sender  # noqa: B018 - a missing From is reported before anything else
     with _database(settings) as db:
-        due = store.count_due(db, post.slug)
+        due = store.count_due(db, post.slug, schedule.audience(settings, post))
         active = store.count_subscribers(db, "active")
     if active == 0:
         raise NewsletterError(
@@ -825,7 +825,10 @@ def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: 
         raise typer.Exit(1)
     with _database(settings) as db:
         chosen = schedule.pulled_posts(settings, db, moment)
-        due = {post.slug: store.count_due(db, post.slug) for post in chosen.posts}
+        due = {
+            post.slug: store.count_due(db, post.slug, schedule.audience(settings, post))
+            for post in chosen.posts
+        }
     for reason in chosen.refused:  # deleted, broken, a draft, scheduled: theirs to decide
         typer.echo(f"Warning: not sent: {printable(reason)}", err=True)
     for post in chosen.posts:

@@ -39,6 +39,8 @@ class Post:
     publish_at: dt.datetime | None = None  # aware; None is midnight UTC of `date`
     draft: bool = False
     author: str | None = None
+    topics: tuple[str, ...] = ()  # front matter `topics: [inspections, practice]`
+    audience: tuple[str, ...] = ()  # front matter `audience:`: only readers of these topics
     # Every front matter key, known or not, so features can add their own (feed pulls: link).
     meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -138,6 +140,8 @@ def read_post(path: Path, timezone: dt.tzinfo = UTC) -> Post:
     author = meta.get("author")
     if author is not None and (not isinstance(author, str) or any(c in author for c in "\r\n")):
         raise PostError(f"{name}: author must be one line of text")
+    topics = _topic_names(meta.get("topics"), "topics", name)
+    audience = _topic_names(meta.get("audience"), "audience", name)
     return Post(
         slug=slug,
         title=title.strip(),
@@ -150,8 +154,31 @@ def read_post(path: Path, timezone: dt.tzinfo = UTC) -> Post:
         publish_at=publish_at.astimezone(UTC),
         draft=draft,
         author=(author or "").strip() or None,
+        topics=topics,
+        audience=audience,
         meta=dict(meta),
     )
+
+
+TOPIC_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def _topic_names(value: object, key: str, name: str) -> tuple[str, ...]:
+    """`[inspections, practice]` or `inspections, practice`: topic names, in order, once each.
+    Whether each topic exists is checked against the newsletter's topics (`topics.py`)."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise PostError(f"{name}: {key} must be a list of topic names, like [inspections]")
+    names = tuple(dict.fromkeys(item.strip().lower() for item in items if item.strip()))
+    for topic in names:
+        if not TOPIC_PATTERN.match(topic):
+            raise PostError(
+                f"{name}: {key}: {topic!r} is not a topic name (lower-case letters, digits "
+                "and hyphens)"
+            )
+    return names
 
 
 def read_posts(posts_dir: Path, timezone: dt.tzinfo = UTC) -> PostSet:

@@ -8,6 +8,7 @@ image it shows exists. The CLI asks and prints; the rules are these functions.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlite_utils import Database
@@ -17,6 +18,7 @@ from .archive import all_posts
 from .config import Settings
 from .errors import NewsletterError, PostError
 from .posts import Post, PostSet, check_images, find_post
+from .topics import audience_of, load_topics
 
 # A feed's new post whose send did not finish (the mail server was down) is sent by a later
 # `pull --send` for this long.
@@ -79,7 +81,7 @@ def pulled_posts(settings: Settings, db: Database, now: dt.datetime) -> Selectio
         except NewsletterError as e:
             chosen.refused.append(str(e))
             continue
-        if store.count_due(db, post.slug):
+        if store.count_due(db, post.slug, audience(settings, post)):
             chosen.posts.append(post)
     return chosen
 
@@ -131,6 +133,12 @@ def due_unsent(settings: Settings, db: Database, now: dt.datetime) -> list[Post]
         if not started or (log is not None and log.pending > 0):
             due.append(post)
     return due
+
+
+def audience(settings: Settings, post: Post, chosen: Sequence[str] = ()) -> tuple[str, ...]:
+    """The topics whose readers get `post`'s email (none: every reader); an unknown topic, in
+    the post or in `chosen` (`send --topic`), is a PostError naming it."""
+    return audience_of(post, load_topics(settings.directory), chosen)
 
 
 def posts_to_send(db: Database, now: dt.datetime | None = None) -> list[str]:

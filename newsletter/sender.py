@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 from sqlite_utils import Database
 
@@ -29,6 +30,7 @@ from .parallel import plan, run_connections, watch_first_deliveries
 from .posts import Post
 from .render import RenderedIssue, render_issue, template_environment
 from .run import INTERRUPTED, ProgressCallback, RateLimiter, Run, SendReport, TransportFactory
+from .schedule import audience
 from .send_lock import send_lock as hold_send_lock
 from .signing import SigningPool, signing_pool
 from .tokens import ReaderTokens
@@ -46,11 +48,17 @@ def send_post(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     transport_factory: TransportFactory = open_transport,
+    topics: Sequence[str] = (),
 ) -> SendReport:
-    """Send `post` to every active reader who has not had it; return what happened."""
+    """Send `post` to every reader who gets it and has not had it; return what happened.
+
+    Who gets it: `schedule.audience` (the readers of `topics`, of its `audience:`, else of its
+    `topics:`; everyone when it names none), active, not paused and not on the digest.
+    """
     settings.sender  # noqa: B018 - fail before anything else when From is missing
     started = time.monotonic()
     report = SendReport(slug=post.slug, title=post.title, dry_run=dry_run)
+    readers_of = audience(settings, post, topics)
     issue = prepare_issue(settings, post)
     signer = signer_from_settings(settings)
     db = store.open_db(settings.db_path)
@@ -60,11 +68,11 @@ def send_post(
             issue, settings, signer=signer, verp=verp_for(settings.bounce_address, tokens)
         )
         if dry_run:
-            _dry_run(db, post.slug, messages, tokens, report, progress)
+            _dry_run(db, post.slug, readers_of, messages, tokens, report, progress)
         else:
             with hold_send_lock(settings.db_path):
                 store.mark_interrupted_sends(db)
-                store.queue_deliveries(db, post.slug)
+                store.queue_deliveries(db, post.slug, readers_of)
                 report.due = store.count_outstanding(db, post.slug)
                 report.already_sent = store.count_delivered(db, post.slug)
                 if report.due:
@@ -93,13 +101,14 @@ def send_post(
 def _dry_run(
     db: Database,
     slug: str,
+    readers_of: Sequence[str],
     messages: IssueMessages,
     tokens: ReaderTokens,
     report: SendReport,
     progress: ProgressCallback | None,
 ) -> None:
     report.already_sent = store.count_delivered(db, slug)
-    for subscriber in store.iter_due(db, slug):
+    for subscriber in store.iter_due(db, slug, readers_of):
         public_id = subscriber.public_id or ""
         envelope = messages.for_reader(
             public_id, subscriber.email, subscriber.name, tokens.unsubscribe(public_id, slug)

@@ -4,6 +4,7 @@ A package by concern, each module small enough to read at once:
 
 - `schema`: the tables, their migrations, `open_db`/`connect`, the stored secret key;
 - `subscribers`: readers, their statuses and the double opt-in;
+- `choices`: what each reader chose (every post or the digest, a pause, topics);
 - `imports`: a whole file merged into the list in one transaction;
 - `sends`: runs and deliveries, the rows that make a send exactly-once (`record_delivery`);
 - `log`: reading the send log;
@@ -24,6 +25,16 @@ from ..vocab import (
     ReaderEventKind,
     StatusReason,
     SubscriberStatus,
+)
+from .choices import (
+    mailed_each_post,
+    not_paused,
+    reader_topics,
+    reads_digest,
+    reads_topics,
+    set_frequency,
+    set_pause,
+    set_topics,
 )
 from .events import (
     READER_EVENT_COLUMNS,
@@ -185,10 +196,12 @@ __all__ = [
     "iter_subscribers",
     "last_send",
     "last_sent_delivery",
+    "mailed_each_post",
     "mark_interrupted_sends",
     "merge_imported",
     "migrations",
     "new_public_id",
+    "not_paused",
     "now",
     "open_db",
     "pages",
@@ -200,6 +213,9 @@ __all__ = [
     "reactivate_subscriber",
     "read_stored_secret_key",
     "reader_events",
+    "reader_topics",
+    "reads_digest",
+    "reads_topics",
     "record_bounce",
     "record_consent",
     "record_delivery",
@@ -212,7 +228,10 @@ __all__ = [
     "require_subscriber",
     "save_feed_check",
     "sent_slugs",
+    "set_frequency",
+    "set_pause",
     "set_status",
+    "set_topics",
     "start_send",
     "stored_secret_key",
     "taken_entry_keys",

@@ -7,12 +7,13 @@ the connection takes its next reader.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlite_utils import Database
 
 from ..vocab import DeliveryStatus, SendKind, SendStatus
+from .choices import mailed_each_post
 from .schema import immediate, now, pages
 from .subscribers import SUBSCRIBER_COLUMNS, Subscriber, get_subscriber
 
@@ -89,31 +90,33 @@ def mark_interrupted_sends(db: Database) -> int:
     return cursor.rowcount
 
 
-def queue_deliveries(db: Database, slug: str) -> None:
-    """Give every active reader who has no delivery of this post a pending one.
+def queue_deliveries(db: Database, slug: str, topics: Sequence[str] = ()) -> None:
+    """Give every reader who gets this post's email (`choices.mailed_each_post`: active, not
+    paused, not on the digest, reading one of `topics`) and has no delivery of it a pending one.
 
-    Readers who left since an earlier run are marked skipped, so the log shows why they got
-    nothing; one who comes back is picked up again.
+    Readers who left (or paused, or moved to the digest) since an earlier run are marked
+    skipped, so the log shows why they got nothing; one who comes back is picked up again.
     """
     stamp = now()
+    mailed, params = mailed_each_post(topics)
     with db.atomic():
         db.execute(
             "INSERT OR IGNORE INTO deliveries (slug, subscriber_id, email, status, created_at,"
-            " updated_at) SELECT ?, id, email, 'pending', ?, ? FROM subscribers"
-            " WHERE status = 'active'",
-            [slug, stamp, stamp],
+            f" updated_at) SELECT ?, s.id, s.email, 'pending', ?, ? FROM subscribers s"
+            f" WHERE {mailed}",
+            [slug, stamp, stamp, *params],
         )
         db.execute(
             "UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE slug = ?"
             " AND test = 0 AND status IN ('pending', 'failed') AND subscriber_id IN"
-            " (SELECT id FROM subscribers WHERE status != 'active')",
-            [stamp, slug],
+            f" (SELECT s.id FROM subscribers s WHERE NOT ({mailed}))",
+            [stamp, slug, *params],
         )
         db.execute(
             "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE slug = ?"
             " AND test = 0 AND status = 'skipped' AND subscriber_id IN"
-            " (SELECT id FROM subscribers WHERE status = 'active')",
-            [stamp, slug],
+            f" (SELECT s.id FROM subscribers s WHERE {mailed})",
+            [stamp, slug, *params],
         )
 
 
@@ -154,25 +157,31 @@ def is_active(db: Database, subscriber_id: int) -> bool:
     return bool(row) and row[0] == "active"
 
 
-def iter_due(db: Database, slug: str, batch: int = 2000) -> Iterator[Subscriber]:
-    """Active readers who have not had this post (read only: nothing is queued)."""
+def iter_due(
+    db: Database, slug: str, topics: Sequence[str] = (), batch: int = 2000
+) -> Iterator[Subscriber]:
+    """Readers who get this post's email and have not had it (read only: nothing is queued)."""
+    mailed, params = mailed_each_post(topics)
     sql = (
-        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.status = 'active'"
+        f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE {mailed}"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
         " AND d.status IN ('sent', 'bounced')) AND s.id > ? ORDER BY s.id LIMIT ?"
     )
-    for row in pages(db, sql, [slug], batch):
+    for row in pages(db, sql, [*params, slug], batch):
         yield Subscriber(*row)
 
 
-def count_due(db: Database, slug: str) -> int:
+def count_due(db: Database, slug: str, topics: Sequence[str] = ()) -> int:
     """How many readers `iter_due` would give."""
-    return db.execute(
-        "SELECT count(*) FROM subscribers s WHERE s.status = 'active' AND NOT EXISTS"
-        " (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
-        " AND d.status IN ('sent', 'bounced'))",
-        [slug],
-    ).fetchone()[0]
+    mailed, params = mailed_each_post(topics)
+    return int(
+        db.execute(
+            f"SELECT count(*) FROM subscribers s WHERE {mailed} AND NOT EXISTS"
+            " (SELECT 1 FROM deliveries d WHERE d.slug = ? AND d.subscriber_id = s.id"
+            " AND d.status IN ('sent', 'bounced'))",
+            [*params, slug],
+        ).fetchone()[0]
+    )
 
 
 def record_delivery(

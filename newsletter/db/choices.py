@@ -1,0 +1,84 @@
+"""What each reader chose: how often (every post or a weekly digest), a pause, their topics.
+
+`mailed_each_post` is the one rule for who gets a post's own email; the digest asks
+`reads_digest` instead, so nobody gets a post both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlite_utils import Database
+
+from ..vocab import Frequency
+from .schema import now
+
+
+def reads_topics(topics: Sequence[str], alias: str = "s") -> tuple[str, list[str]]:
+    """SQL (on the subscribers row `alias`) for "reads at least one of `topics`": a reader who
+    never picked reads every topic; no topics at all means every reader."""
+    if not topics:
+        return "1", []
+    marks = ", ".join("?" * len(topics))
+    return (
+        f"({alias}.topics_chosen = 0 OR EXISTS (SELECT 1 FROM subscriber_topics t"
+        f" WHERE t.subscriber_id = {alias}.id AND t.topic IN ({marks})))",
+        list(topics),
+    )
+
+
+def not_paused(alias: str = "s") -> tuple[str, list[str]]:
+    return f"({alias}.paused_until IS NULL OR {alias}.paused_until <= ?)", [now()]
+
+
+def mailed_each_post(topics: Sequence[str], alias: str = "s") -> tuple[str, list[str]]:
+    """Who gets a post's own email: active, not paused, mailed every post (not the digest),
+    reading one of the post's topics."""
+    reads, reads_params = reads_topics(topics, alias)
+    paused, paused_params = not_paused(alias)
+    return (
+        f"{alias}.status = 'active' AND {alias}.frequency = 'every' AND {paused} AND {reads}",
+        [*paused_params, *reads_params],
+    )
+
+
+def reads_digest(alias: str = "s") -> tuple[str, list[str]]:
+    """Who gets the weekly digest: active, not paused, on the digest."""
+    paused, params = not_paused(alias)
+    return f"{alias}.status = 'active' AND {alias}.frequency = 'digest' AND {paused}", params
+
+
+def set_frequency(db: Database, subscriber_id: int, frequency: Frequency) -> None:
+    db.execute("UPDATE subscribers SET frequency = ? WHERE id = ?", [frequency, subscriber_id])
+
+
+def set_pause(db: Database, subscriber_id: int, until: str | None) -> None:
+    """Pause a reader until `until` (an ISO time, UTC), or end the pause with None."""
+    db.execute("UPDATE subscribers SET paused_until = ? WHERE id = ?", [until, subscriber_id])
+
+
+def set_topics(db: Database, subscriber_id: int, topics: Sequence[str] | None) -> None:
+    """The topics a reader reads; None: every topic, new ones included."""
+    with db.atomic():
+        db.execute("DELETE FROM subscriber_topics WHERE subscriber_id = ?", [subscriber_id])
+        db.conn.executemany(
+            "INSERT INTO subscriber_topics (subscriber_id, topic) VALUES (?, ?)",
+            [(subscriber_id, topic) for topic in dict.fromkeys(topics or ())],
+        )
+        db.execute(
+            "UPDATE subscribers SET topics_chosen = ? WHERE id = ?",
+            [int(topics is not None), subscriber_id],
+        )
+
+
+def reader_topics(db: Database, subscriber_id: int) -> tuple[str, ...] | None:
+    """The topics a reader picked, in name order; None when they read every topic."""
+    row = db.execute("SELECT topics_chosen FROM subscribers WHERE id = ?", [subscriber_id])
+    chosen = row.fetchone()
+    if chosen is None or not chosen[0]:
+        return None
+    rows = db.execute(
+        "SELECT topic FROM subscriber_topics WHERE subscriber_id = ? ORDER BY topic",
+        [subscriber_id],
+    ).fetchall()
+    return tuple(r[0] for r in rows)
