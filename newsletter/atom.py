@@ -57,7 +57,7 @@ def atom_feed(settings: Settings, posts: Sequence[Post]) -> bytes:
             _text(author, "name", name)
         content = _text(entry, "content", post_html(post, settings, absolute=True, for_email=True))
         content.set("type", "html")
-    return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return bytes(ET.tostring(feed, encoding="utf-8", xml_declaration=True))
 
 
 def _text(parent: ET.Element, name: str, text: str) -> ET.Element:

@@ -503,7 +503,7 @@ def preview(
     if not _output(body, out):
         return
     typer.echo(f"Wrote {out}", err=True)
-    if open_browser:
+    if open_browser and out is not None:
         webbrowser.open(out.resolve().as_uri())
 
 

@@ -153,6 +153,7 @@ def load_settings(
             f"not {imap_security!r}"
         )
 
+    utc: tzinfo = UTC
     return Settings(
         directory=directory,
         db_path=path("DB", "newsletter.db"),
@@ -168,7 +169,7 @@ def load_settings(
         smtp_port=parse("SMTP_PORT", _port, DEFAULT_PORTS[security], "a port number (1-65535)"),
         smtp_username=get("SMTP_USERNAME"),
         smtp_password=values.get(PREFIX + "SMTP_PASSWORD") or None,
-        smtp_security=security,  # type: ignore[arg-type]
+        smtp_security=_choice(security),
         smtp_timeout=parse("SMTP_TIMEOUT", _positive(float), 30.0, "a number of seconds"),
         smtp_connections=parse(
             "SMTP_CONNECTIONS", _at_least(1, 1000), 4, "a whole number from 1 to 1000"
@@ -192,7 +193,7 @@ def load_settings(
             "SUBSCRIBE_LIMIT_PER_HOUR", _at_least(1), 5, "a whole number of 1 or more"
         ),
         feed_url=get("FEED_URL"),
-        timezone=parse("TIMEZONE", _zone, UTC, "a time zone such as UTC or Europe/London"),
+        timezone=parse("TIMEZONE", _zone, utc, "a time zone such as UTC or Europe/London"),
         typographer=parse("TYPOGRAPHER", _yes_no, True, "true or false"),
         logo_url=parse("LOGO_URL", _image_url, None, "an http(s) URL of an image"),
         bounce_address=bounce_address,
@@ -202,13 +203,18 @@ def load_settings(
         ),
         imap_username=get("IMAP_USERNAME") or bounce_address,
         imap_password=values.get(PREFIX + "IMAP_PASSWORD") or None,
-        imap_security=imap_security,  # type: ignore[arg-type]
+        imap_security=_choice(imap_security),
         imap_folder=get("IMAP_FOLDER", "INBOX") or "INBOX",
         imap_done_folder=get("IMAP_DONE_FOLDER", "Processed") or "Processed",
         breaker_deliveries=parse(
             "BREAKER_DELIVERIES", _at_least(1), 20, "a whole number of 1 or more"
         ),
     )
+
+
+def _choice(checked: str) -> SmtpSecurity:
+    """A security setting already checked against SMTP_SECURITY_CHOICES, as its Literal."""
+    return next(choice for choice in SMTP_SECURITY_CHOICES if choice == checked)
 
 
 def _zone(raw: str) -> tzinfo:

@@ -155,7 +155,8 @@ class DkimSigner:
         )
         fields[-1] = (b"b", base64.b64encode(rsa_signature))
         value = b"; ".join(b"=".join(f) for f in fields) + b"\r\n"
-        return _HEADER_NAME + b": " + dkim.fold(value, namelen=len(_HEADER_NAME))
+        signed_field: bytes = dkim.fold(value, namelen=len(_HEADER_NAME))
+        return _HEADER_NAME + b": " + signed_field
 
     def _selection(self, headers: list[tuple[bytes, bytes]]) -> list[int]:
         """Which fields, in which order, dkimpy's select_headers signs: the same for every
@@ -178,7 +179,8 @@ def _canonical_lines(piece: bytes) -> bytes:
     """Relaxed body canonicalisation (RFC 6376 3.4.4) of whole lines, as dkimpy does it."""
     if b"\t" not in piece and b"  " not in piece and b" \r\n" not in piece:
         return piece  # no tab, no run of spaces, no space at a line end: nothing to change
-    return compress_whitespace(strip_trailing_whitespace(piece))
+    canonical: bytes = compress_whitespace(strip_trailing_whitespace(piece))
+    return canonical
 
 
 def _canonical_headers(piece: bytes) -> list[tuple[bytes, bytes]]:
@@ -186,7 +188,8 @@ def _canonical_headers(piece: bytes) -> list[tuple[bytes, bytes]]:
     lines = piece.split(b"\r\n")[:-1]
     if b"\t" in piece or b"  " in piece or not all(_ONE_LINE_FIELD.match(n) for n in lines):
         fields, _ = dkim.rfc822_parse(piece + b"\r\n")
-        return _RELAXED.canonicalize_headers(fields)
+        relaxed: list[tuple[bytes, bytes]] = _RELAXED.canonicalize_headers(fields)
+        return relaxed
     # Each field on one line, no tab, no run of spaces: relaxed canonicalisation only
     # lower-cases the name and strips the value.
     canonical = []

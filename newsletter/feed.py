@@ -237,7 +237,7 @@ def _entry_date(raw: Any, fallback: datetime) -> datetime:
                 struct = raw.get(f"{name}_parsed")
                 if not struct:
                     continue
-                value = datetime(*struct[:6], tzinfo=UTC)
+                value = datetime(*struct[:6]).replace(tzinfo=UTC)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return fallback
 
@@ -251,7 +251,7 @@ def _feed_hint(response: FeedResponse) -> str:
 
     page = BeautifulSoup(response.content, "html.parser")
     for link in page.find_all("link", href=True):
-        rel = link.get("rel") or []
+        rel = list(link.get("rel") or [])
         kind_of_link = str(link.get("type") or "")
         if "alternate" in rel and kind_of_link.endswith(("rss+xml", "atom+xml")):
             return f" but a web page; its feed is {urljoin(response.url, str(link['href']))}"
@@ -265,7 +265,7 @@ def _next_page(parsed: Any, page_url: str) -> str | None:
     """The next (older) page: an RFC 5005 `next` link, Blogger's start-index, WordPress's paged."""
     for link in parsed.feed.get("links", []):
         if link.get("rel") == "next" and link.get("href"):
-            return urljoin(page_url, link["href"])
+            return urljoin(page_url, str(link["href"]))
     feed = parsed.feed
     try:  # Blogger's OpenSearch counts
         total = int(feed["opensearch_totalresults"])

@@ -90,7 +90,7 @@ class _EmailMarkdown(MarkdownConverter):
     def convert_img(self, el: Any, text: str, parent_tags: set[str]) -> str:
         if is_tracking_pixel(el.attrs):
             return ""
-        return super().convert_img(el, text, parent_tags)
+        return str(super().convert_img(el, text, parent_tags))  # type: ignore[misc]
 
     def convert_iframe(self, el: Any, text: str, parent_tags: set[str]) -> str:
         src = el.attrs.get("src") or ""

@@ -185,10 +185,10 @@ class SMTPTransport:
             self._refused(*failed)
         # The message is CRLF throughout (email.policy.SMTP); only dot-stuffing is left, and
         # most messages have no line that starts with a dot (the search copies nothing).
-        data = envelope.data
-        if b"\r\n." in data:
-            data = data.replace(b"\r\n.", b"\r\n..")
-        conn.send(data + b".\r\n")
+        message = envelope.data
+        if b"\r\n." in message:
+            message = message.replace(b"\r\n.", b"\r\n..")
+        conn.send(message + b".\r\n")
         code, reply = conn.getreply()
         if code != 250:
             self._refused(code, reply, "DATA")

@@ -88,7 +88,7 @@ def _footnote_anchor(
 def to_html(
     markdown: str, *, page_url: str = "", for_email: bool = False, typographer: bool = True
 ) -> str:
-    return parser(typographer).render(markdown, _env(page_url, for_email))
+    return str(parser(typographer).render(markdown, _env(page_url, for_email)))
 
 
 def image_sources(markdown: str) -> list[str]:

@@ -234,7 +234,7 @@ def _skeleton(
     for subtype, slot in (("plain", _TEXT_SLOT), ("html", _HTML_SLOT)):
         part = MIMEPart(policy=policy.SMTP)
         part.set_content(slot.decode() + "\n", subtype=subtype, cte="quoted-printable")
-        message.attach(part)
+        message.attach(part)  # type: ignore[arg-type]  # typeshed wants the parent's class
     data = message.as_bytes()
     head_end = data.index(b"\r\n\r\n") + 2
     head, body = data[:head_end], data[head_end:]

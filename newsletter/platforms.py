@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import get_args
 
-from .vocab import StatusReason, SubscriberStatus
+from .vocab import STATUS_REASONS, StatusReason, SubscriberStatus
 
 # Statuses as (our status, reason); the reason "complaint" keeps a spam complaint apart.
 Verdict = tuple[SubscriberStatus, StatusReason | None]
+# Reads a row's status cells (through the row's cell getter) into a Verdict.
+VerdictOf = Callable[[Callable[[int | None], str]], Verdict]
 ACTIVE: Verdict = ("active", None)
 LEFT: Verdict = ("unsubscribed", "import")
 BOUNCED: Verdict = ("bounced", "import")
@@ -160,7 +161,7 @@ class Layout:
     tags: int | None = None
     source: int | None = None
     platform_column: int | None = None  # this tool's export says where each reader came from
-    verdict: Callable[[Callable[[int | None], str]], Verdict] = lambda _cell: ACTIVE
+    verdict: VerdictOf = lambda _cell: ACTIVE
 
     def row(self, record: Sequence[str]) -> Row:
         """The row's meaning; RowError when a value cannot be understood."""
@@ -203,7 +204,7 @@ class Layout:
         )
 
 
-def _by_status(index: int | None, table: dict[str, Verdict], what: str):
+def _by_status(index: int | None, table: dict[str, Verdict], what: str) -> VerdictOf:
     def verdict(cell: Callable[[int | None], str]) -> Verdict:
         value = cell(index).lower()
         if value not in table:
@@ -339,7 +340,8 @@ def recognise(header: Sequence[str]) -> Layout | None:
             "beehiiv",
             email,
             name=full_name,
-            **({} if full_name is not None else names),
+            first=None if full_name is not None else names["first"],
+            last=None if full_name is not None else names["last"],
             joined=cols("created_at"),
             left=cols("unsubscribed_at"),
             verdict=_by_status(col("status"), BEEHIIV_STATUSES, "status"),
@@ -349,7 +351,8 @@ def recognise(header: Sequence[str]) -> Layout | None:
             "kit",
             email,
             name=full_name,
-            **({} if full_name is not None else names),
+            first=None if full_name is not None else names["first"],
+            last=None if full_name is not None else names["last"],
             joined=cols("created_at"),
             left=cols("canceled_at", "cancelled_at"),
             tags=col("tags"),
@@ -378,7 +381,8 @@ def recognise(header: Sequence[str]) -> Layout | None:
         None,
         email,
         name=full_name,
-        **({} if full_name is not None else names),
+        first=None if full_name is not None else names["first"],
+        last=None if full_name is not None else names["last"],
         joined=cols("created_at"),
         verdict=_by_status(status, OWN_STATUSES, "status")
         if status is not None
@@ -386,7 +390,7 @@ def recognise(header: Sequence[str]) -> Layout | None:
     )
 
 
-def _own_verdict(status: int | None, reason: int | None):
+def _own_verdict(status: int | None, reason: int | None) -> VerdictOf:
     """Our own export carries each reader's status and the reason for it, so it imports back
     unchanged; without a reason column, a status from elsewhere is the file's say-so."""
     by_status = _by_status(status, OWN_STATUSES, "status")
@@ -396,7 +400,7 @@ def _own_verdict(status: int | None, reason: int | None):
         if reason is None:
             return ours, default_reason
         given = cell(reason)
-        return ours, given if given in get_args(StatusReason) else None
+        return ours, next((known for known in STATUS_REASONS if known == given), None)
 
     return verdict
 

@@ -308,7 +308,7 @@ def inline_css(document: str) -> str:
     No width/height attributes from CSS: `height="auto"` is invalid HTML, and a fixed width
     would undo `max-width: 100%` on a phone.
     """
-    return Premailer(
+    inlined = Premailer(
         document,
         allow_network=False,
         strip_important=False,
@@ -318,6 +318,7 @@ def inline_css(document: str) -> str:
         disable_basic_attributes=["width", "height"],
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+    return str(inlined)
 
 
 def _normalise_text(text: str) -> str:

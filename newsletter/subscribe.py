@@ -21,9 +21,10 @@ from . import db as store
 from .addresses import clean_name, normalise_address
 from .config import Settings
 from .dkim import signer_from_settings
+from .envelope import Envelope
 from .errors import NotOnList, SubscriberError
 from .mailer import Transport, open_transport
-from .message import Envelope, IssueMessages, check_newsletter_headers
+from .message import IssueMessages, check_newsletter_headers
 from .render import render_template, render_welcome, template_environment
 from .tokens import CONFIRM_MAX_AGE_SECONDS, ReaderKey, ReaderTokens
 from .verp import verp_for
@@ -131,7 +132,7 @@ def confirmation_email(settings: Settings, subscriber: store.Subscriber, token: 
     for template, subtype in (("confirm_email.txt", "plain"), ("confirm_email.html", "html")):
         part = MIMEPart(policy=policy.SMTP)
         part.set_content(render_template(env, template, context), subtype=subtype)
-        message.attach(part)
+        message.attach(part)  # type: ignore[arg-type]  # typeshed wants the parent's class
     data = message.as_bytes()
     signer = signer_from_settings(settings)
     if signer is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO
 
 from sqlite_utils import Database
 
@@ -24,6 +24,7 @@ from . import db as store
 from .addresses import clean_name, mend_name, normalise_address, suggest_domain
 from .errors import ImportFileError, SubscriberError
 from .platforms import PLAIN, Layout, RowError, escape_cell, recognise
+from .vocab import SUBSCRIBER_SOURCES
 
 EXPORT_COLUMNS = (
     "email",
@@ -209,10 +210,10 @@ def _import_stream(
     where_prefix = f"{name.split(':', 1)[1]} line " if in_zip else "line "
     try:
         for record in reader:
-            line = reader.line_num
+            line_number = reader.line_num
             if record and max(map(len, record)) > MAX_FIELD:
                 raise ImportFileError(
-                    f"{name}, line {line}: a field longer than {MAX_FIELD} characters; "
+                    f"{name}, line {line_number}: a field longer than {MAX_FIELD} characters; "
                     "is this a subscriber list?"
                 )
             if not any(value.strip() for value in record):
@@ -233,7 +234,7 @@ def _import_stream(
                         f"(found: {', '.join(h for h in labels if h) or 'nothing'})"
                     )
                 layout = PLAIN
-            where = f"{where_prefix}{line}"
+            where = f"{where_prefix}{line_number}"
             subscriber = _subscriber(layout, record, where, report)
             if subscriber is not None:
                 batch.append((where, subscriber))
@@ -282,7 +283,7 @@ def _subscriber(
         name=name,
         status=status,
         created_at=row.created_at,
-        source=row.source if row.source in ("cli", "import", "web") else "import",
+        source=next((known for known in SUBSCRIBER_SOURCES if known == row.source), "import"),
         reason=reason,
         platform=row.platform,
         optin_ip=row.optin_ip,
@@ -310,7 +311,7 @@ def _merge(
             report.reject(where, f"{subscriber.email} appears earlier in the import")
 
 
-def export_csv(db: Database, out: TextIO) -> int:
+def export_csv(db: Database, out: IO[str]) -> int:
     """Write every reader as CSV; the file imports back to the same list. A cell that a
     spreadsheet would run as a formula is prefixed with a single quote (OWASP); `import`
     takes the quote off again."""

@@ -40,7 +40,7 @@ def save_feed_check(db: Database, url: str, etag: str | None, last_modified: str
         " last_modified = excluded.last_modified, last_checked_at = excluded.last_checked_at",
         [url, etag, last_modified, stamp, stamp],
     )
-    return db.execute("SELECT id FROM feeds WHERE url = ?", [url]).fetchone()[0]
+    return int(db.execute("SELECT id FROM feeds WHERE url = ?", [url]).fetchone()[0])
 
 
 def touch_feed(db: Database, url: str) -> None:

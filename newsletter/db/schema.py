@@ -271,7 +271,7 @@ def stored_secret_key(db: Database) -> str:
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_key', ?)",
         [secrets.token_urlsafe(32)],
     )
-    return db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()[0]
+    return str(db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()[0])
 
 
 def read_stored_secret_key(db: Database) -> str | None:

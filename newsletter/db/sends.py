@@ -121,17 +121,19 @@ def queue_deliveries(db: Database, slug: str, topics: Sequence[str] = ()) -> Non
 
 
 def count_outstanding(db: Database, slug: str) -> int:
-    return db.execute(
+    row = db.execute(
         "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0"
         " AND status IN ('pending', 'failed')",
         [slug],
-    ).fetchone()[0]
+    ).fetchone()
+    return int(row[0])
 
 
 def count_delivered(db: Database, slug: str) -> int:
-    return db.execute(
+    row = db.execute(
         "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0 AND status = 'sent'", [slug]
-    ).fetchone()[0]
+    ).fetchone()
+    return int(row[0])
 
 
 def iter_outstanding(

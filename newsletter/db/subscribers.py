@@ -216,7 +216,8 @@ def iter_subscribers(
 
 
 def count_subscribers(db: Database, status: SubscriberStatus = "active") -> int:
-    return db.execute("SELECT count(*) FROM subscribers WHERE status = ?", [status]).fetchone()[0]
+    row = db.execute("SELECT count(*) FROM subscribers WHERE status = ?", [status]).fetchone()
+    return int(row[0])
 
 
 def add_pending_subscriber(db: Database, email: str, name: str) -> Subscriber:
