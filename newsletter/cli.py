@@ -3,49 +3,34 @@
 from __future__ import annotations
 
 import functools
-import io
-import json
 import sqlite3
 import sys
-import tempfile
-import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from sqlite_utils import Database
 
-from . import db as store
-from . import schedule, subscriber_csv
-from .addresses import clean_name, normalise_address, suggest_domain
-from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, environment_failure
-from .files import open_private
-from .posts import Post, find_post
 from .terminal import printable
 from .vocab import RETURNED_REASONS, STATUS_FILTERS
 
 if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+    from . import db as store
+    from .config import Settings
     from .feed import PullReport
+    from .posts import Post
     from .run import SendReport
 
-# The sending side (premailer, lxml, dkimpy) is imported by the commands that use it, so that
-# `subscribers list` and `log` start in a fraction of the time.
+# Each command imports what it needs when it runs: `--help` pays for Typer alone, and
+# `subscribers list` for SQLite, never for the web server, the feed reader or the renderer.
+# (bench/bench_startup.py measures it.)
 
 app = typer.Typer(
     help="Publish a Markdown blog as an email newsletter.",
@@ -122,6 +107,7 @@ def main(
 
 
 def _settings() -> Settings:
+    from .config import load_settings
     from .scaffold import require_newsletter
 
     settings = load_settings(_invocation.get().directory)
@@ -131,6 +117,8 @@ def _settings() -> Settings:
 
 @contextmanager
 def _database(settings: Settings) -> Iterator[Database]:
+    from . import db as store
+
     db = store.open_db(settings.db_path)
     try:
         yield db
@@ -151,6 +139,8 @@ def _output(text: str, file: Path | None) -> bool:
 
 
 def _json_line(record: dict[str, Any]) -> None:
+    import json
+
     typer.echo(json.dumps(record, ensure_ascii=False, default=str))
 
 
@@ -174,6 +164,9 @@ def subscribers_add(
 
     Adding someone already active is not an error, so the command can be run again.
     """
+    from . import db as store
+    from .addresses import clean_name, normalise_address, suggest_domain
+
     address, clean = normalise_address(email), clean_name(name)
     settings = _settings()
     suggestion = suggest_domain(address.rsplit("@", 1)[1])
@@ -200,6 +193,9 @@ def subscribers_add(
 @reports_errors
 def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
     """Unsubscribe a reader; the row stays so no import can bring them back."""
+    from . import db as store
+    from .addresses import normalise_address
+
     with _database(_settings()) as db:
         subscriber = store.require_subscriber(db, normalise_address(email))
         store.remove_by_author(db, subscriber.id)
@@ -210,6 +206,7 @@ def subscribers_remove(email: Annotated[str, typer.Argument(help="The reader's a
 @reports_errors
 def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's address.")]) -> None:
     """Erase a reader and their address in the send log (the right to erasure)."""
+    from .addresses import normalise_address
     from .erasure import erase_person
 
     settings = _settings()
@@ -231,6 +228,10 @@ def subscribers_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List readers, a table for people or JSON lines for programs."""
+    import json
+
+    from . import db as store
+
     chosen = next((known for known in STATUS_FILTERS if known == status), None)
     if chosen is None:
         typer.echo(f"Error: --status must be one of {', '.join(STATUS_FILTERS)}", err=True)
@@ -279,6 +280,8 @@ def subscribers_import(
     Someone who left here stays left whatever the file says; someone the file says left is
     marked so here.
     """
+    from . import subscriber_csv
+
     with _database(_settings()) as db:
         report = subscriber_csv.import_file(db, file, dry_run=dry_run)
     if report.platforms:
@@ -313,6 +316,13 @@ def subscribers_export(
     A file written is readable by you only; cells a spreadsheet would run as formulas start
     with a single quote.
     """
+    import json
+
+    from . import db as store
+    from . import subscriber_csv
+    from .addresses import normalise_address
+    from .files import open_private
+
     if email is not None:
         with _database(_settings()) as db:
             data = store.personal_data(db, normalise_address(email))
@@ -433,6 +443,7 @@ def posts_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List the posts, newest first: sent or not, draft, scheduled, and broken files."""
+    from . import db as store
     from .archive import all_posts
 
     settings = _settings()
@@ -491,6 +502,11 @@ def preview(
     open_browser: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False,
 ) -> None:
     """Show the finished email of a post, as a sample reader will get it."""
+    import tempfile
+    import webbrowser
+
+    from .posts import find_post
+
     settings = _settings()
     from . import sender
 
@@ -535,7 +551,9 @@ def send(
 
     Without a slug: the newest post that is not a draft and whose time has come.
     """
-    from . import sender
+    from . import db as store
+    from . import schedule, sender
+    from .addresses import normalise_address
 
     settings = _settings()
     if send_due:
@@ -607,7 +625,8 @@ def _send_due(
 ) -> None:
     """Every post whose time has come and that was not sent, oldest first; quiet when there is
     nothing to do, so cron mails nothing."""
-    from . import sender
+    from . import db as store
+    from . import schedule, sender
 
     if slug is not None or to is not None:
         raise NewsletterError("--due sends every due post: give no slug and no --to")
@@ -631,6 +650,17 @@ def _send_due(
 @contextmanager
 def _progress(total: int, dry_run: bool) -> Iterator[Callable[[str], None] | None]:
     """A progress bar (count, rate, time left) on a terminal; nothing when piped."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
     if not console.is_terminal:
         yield None
@@ -686,6 +716,11 @@ def log(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Read the send log: a line per post, or a line per reader of one post."""
+    import json
+    from dataclasses import asdict
+
+    from . import db as store
+
     with _database(_settings()) as db:
         if slug is None:
             logs = store.post_logs(db)
@@ -804,7 +839,8 @@ def _pull_summary(report: PullReport) -> str:
 
 def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: bool) -> None:
     """Send the feed's new posts not yet sent, oldest first, through the exactly-once log."""
-    from . import sender
+    from . import db as store
+    from . import schedule, sender
 
     moment = datetime.now(UTC)
     with _database(settings) as db:
@@ -841,10 +877,14 @@ def _send_pulled(settings: Settings, report: PullReport, *, yes: bool, dry_run: 
 
 
 def _events(db: Database, subscriber_id: int) -> list[dict[str, Any]]:
+    from . import db as store
+
     return [vars(event) for event in store.reader_events(db, subscriber_id=subscriber_id)]
 
 
 def _event_email(db: Database, subscriber_id: int | None) -> str:
+    from . import db as store
+
     subscriber = store.get_subscriber_by_id(db, subscriber_id) if subscriber_id else None
     return subscriber.email if subscriber else "(erased)"
 
@@ -858,6 +898,8 @@ def bounces_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
 ) -> None:
     """Read the bounce mailbox: mark bounced readers, unsubscribe complaints and emails."""
+    from dataclasses import asdict
+
     from .bounces import process_bounces
 
     outcomes = process_bounces(_settings(), dry_run=dry_run)
@@ -893,6 +935,9 @@ def subscribers_reactivate(
     """Bring readers bounced by mistake back to active (recorded as your action)."""
     from datetime import date
 
+    from . import db as store
+    from .addresses import normalise_address
+
     if not emails and bounced_since is None:
         raise NewsletterError("give the addresses to reactivate, or --bounced-since DATE")
     with _database(_settings()) as db:
@@ -924,6 +969,11 @@ def stats_command(
 
     No opens or clicks: the emails carry no tracking pixel and no redirected links.
     """
+    import json
+    from dataclasses import asdict
+
+    from . import db as store
+
     with _database(_settings()) as db:
         posts = store.post_stats(db)
         weeks = store.weekly_stats(db)
@@ -944,6 +994,9 @@ def stats_command(
 
 def _weekly_chart(weeks: list[store.WeekStats], width: int = 30) -> str:
     """Joined, left and bounced per week as bars for the terminal, drawn with rich."""
+    import io
+
+    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 

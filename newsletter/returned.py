@@ -73,6 +73,8 @@ def _delivery_status(
         if not isinstance(blocks, list):
             continue
         for block in blocks[1:]:  # the first holds the per-message fields
+            if not isinstance(block, Message):
+                continue
             action = _one_line(block.get("Action", "")).lower()
             if action not in ("failed", "delayed"):
                 continue
@@ -102,9 +104,8 @@ def _feedback_report(
         if part.get_content_type() != "message/feedback-report":
             continue
         payload = part.get_payload()
-        fields = payload[0] if isinstance(payload, list) and payload else None
-        if fields is None:
-            fields = HeaderParser().parsestr(str(payload))
+        first = payload[0] if isinstance(payload, list) and payload else None
+        fields = first if isinstance(first, Message) else HeaderParser().parsestr(str(payload))
         feedback_type = _one_line(fields.get("Feedback-Type", "")).lower()
         if feedback_type in ("", "not-spam"):
             break
