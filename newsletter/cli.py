@@ -119,11 +119,8 @@ def _settings() -> Settings:
 def _database(settings: Settings) -> Iterator[Database]:
     from . import db as store
 
-    db = store.open_db(settings.db_path)
-    try:
+    with store.connect(settings.db_path) as db:
         yield db
-    finally:
-        db.close()
 
 
 def _output(text: str, file: Path | None) -> bool:
