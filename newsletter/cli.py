@@ -497,17 +497,27 @@ def preview(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
     text: Annotated[bool, typer.Option("--text", help="The plain-text part.")] = False,
     open_browser: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False,
+    digest: Annotated[
+        bool, typer.Option("--digest", help="This week's digest instead of a post.")
+    ] = False,
 ) -> None:
-    """Show the finished email of a post, as a sample reader will get it."""
+    """Show the finished email of a post (or the weekly digest), as a sample reader gets it."""
     import tempfile
     import webbrowser
 
-    from .posts import find_post
-
     settings = _settings()
-    from . import sender
+    if digest:
+        from .digest import preview_digest
 
-    issue = sender.prepare_issue(settings, find_post(settings.posts_dir, slug, settings.timezone))
+        if slug is not None:
+            raise NewsletterError("--digest shows this week's digest: give no slug")
+        issue = preview_digest(settings)
+    else:
+        from . import sender
+        from .posts import find_post
+
+        post = find_post(settings.posts_dir, slug, settings.timezone)
+        issue = sender.prepare_issue(settings, post)
     body = issue.text_for(*SAMPLE_READER) if text else issue.html_for(*SAMPLE_READER)
     if open_browser and out is None:
         suffix = ".txt" if text else ".html"
@@ -629,15 +639,24 @@ def _send_due(
         raise NewsletterError("--due sends every due post: give no slug and no --to")
     if not yes and not dry_run:
         raise NewsletterError("--due sends without asking: run it with --yes")
+    from .digest import digest_is_due, send_digest
+
     settings.sender  # noqa: B018 - a missing From is reported before anything else
+    moment = datetime.now(UTC)
     with _database(settings) as db:
-        chosen = schedule.due_posts(settings, db, datetime.now(UTC))
+        chosen = schedule.due_posts(settings, db, moment)
         active = store.count_subscribers(db, "active")
-    if active == 0 or not (chosen.posts or chosen.refused):
+        digest = digest_is_due(settings, db, moment)
+    if active == 0 or not (chosen.posts or chosen.refused or digest):
         return
     for post in chosen.posts:
         typer.echo(f"“{post.title}” ({post.slug}), due {post.published_at:%Y-%m-%d %H:%M}Z")
         _print_report(sender.send_post(settings, post, dry_run=dry_run))
+    if digest is not None:
+        report = send_digest(settings, now=moment, dry_run=dry_run)
+        if report.due:  # quiet when no digest reader has anything new
+            typer.echo(f"The weekly digest ({report.slug}), due {digest.due_at:%Y-%m-%d %H:%M}Z")
+            _print_report(report)
     for reason in chosen.refused:
         typer.echo(f"Error: not sent: {printable(reason)}", err=True)
     if chosen.refused:
@@ -645,7 +664,7 @@ def _send_due(
 
 
 @contextmanager
-def _progress(total: int, dry_run: bool) -> Iterator[Callable[[str], None] | None]:
+def _progress(total: int | None, dry_run: bool) -> Iterator[Callable[[str], None] | None]:
     """A progress bar (count, rate, time left) on a terminal; nothing when piped."""
     from rich.console import Console
     from rich.progress import (
@@ -704,6 +723,39 @@ def _print_report(report: SendReport, prefix: str = "") -> None:
     if report.stopped:
         typer.echo(f"Error: stopped early: {printable(report.stopped)}", err=True)
         raise typer.Exit(1)
+
+
+@app.command("digest")
+@reports_errors
+def digest_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render every message, send nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Send this week's digest to every digest reader with something new.
+
+    Each gets the posts published since their last digest, in their topics, newest first;
+    a reader with nothing new gets nothing. `send --due` sends it by itself at
+    NEWSLETTER_DIGEST_DAY and NEWSLETTER_DIGEST_HOUR.
+    """
+    from .digest import latest_digest, send_digest
+
+    settings = _settings()
+    settings.sender  # noqa: B018 - a missing From is reported before anything else
+    moment = datetime.now(UTC)
+    slug = latest_digest(settings, moment).slug
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            raise NewsletterError("not sending without confirmation: run with --yes")
+        if not typer.confirm(f"Send the weekly digest ({slug}) now?", default=False):
+            raise typer.Exit(1)
+    with _progress(None, dry_run) as advance:
+        report = send_digest(settings, now=moment, dry_run=dry_run, progress=advance)
+    if not report.due and not dry_run:
+        typer.echo(f"Nothing to send: no digest reader has a post new to them ({slug})")
+        return
+    _print_report(report)
 
 
 @app.command("log")
@@ -1129,6 +1181,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "newsletter subscribers reactivate --bounced-since 2026-11-01",
     ),
     "stats": ("newsletter stats", "newsletter stats --json"),
+    "digest": ("newsletter digest --dry-run", "newsletter digest --yes"),
     "serve": ("newsletter serve", "newsletter serve --host 0.0.0.0 --port 8080"),
 }
 

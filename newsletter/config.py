@@ -77,6 +77,9 @@ class Settings:
     imap_folder: str = "INBOX"
     imap_done_folder: str = "Processed"
     breaker_deliveries: int = 20
+    # The weekly digest goes out on this day (0 Monday .. 6 Sunday) at this hour, in `timezone`.
+    digest_day: int = 6
+    digest_hour: int = 8
 
     def __repr__(self) -> str:
         # Never let a password or key reach a log line or a traceback.
@@ -209,12 +212,26 @@ def load_settings(
         breaker_deliveries=parse(
             "BREAKER_DELIVERIES", _at_least(1), 20, "a whole number of 1 or more"
         ),
+        digest_day=parse("DIGEST_DAY", _weekday, 6, "a day of the week, such as sunday"),
+        digest_hour=parse("DIGEST_HOUR", _at_least(0, 23), 8, "an hour from 0 to 23"),
     )
 
 
 def _choice(checked: str) -> SmtpSecurity:
     """A security setting already checked against SMTP_SECURITY_CHOICES, as its Literal."""
     return next(choice for choice in SMTP_SECURITY_CHOICES if choice == checked)
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _weekday(raw: str) -> int:
+    """`sunday`, `Sun` or `sun.`: the day's number, Monday 0."""
+    word = raw.strip().rstrip(".").lower()
+    for number, day in enumerate(WEEKDAYS):
+        if len(word) >= 3 and day.startswith(word):
+            return number
+    raise ValueError(raw)
 
 
 def _zone(raw: str) -> tzinfo:

@@ -107,6 +107,16 @@ def is_local(url: str) -> bool:
     return bool(parts.path) and not parts.scheme and not parts.netloc
 
 
+def opening(markdown: str) -> str:
+    """The Markdown of the first paragraph (a digest quotes it); the whole text if it has none."""
+    lines = markdown.splitlines()
+    for token in parser(False).parse(markdown, {}):
+        if token.type == "paragraph_open" and token.level == 0 and token.map:
+            start, end = token.map
+            return "\n".join(lines[start:end])
+    return markdown
+
+
 # --- plain text -----------------------------------------------------------------------------
 
 

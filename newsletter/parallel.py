@@ -78,8 +78,9 @@ def watch_first_deliveries(run: Run, db: Database, transport: Transport) -> int:
     """Deliver the first NEWSLETTER_BREAKER_DELIVERIES one by one, holding their bounces
     (see refusals.CircuitBreaker); if all were refused, the run is halted. Returns the last
     delivery id watched: the rest of the run starts after it."""
-    run.breaker = CircuitBreaker(min(run.settings.breaker_deliveries, run.report.due))
-    readers = store.iter_outstanding(db, run.slug)
+    queued = run.report.due if run.queued is None else run.queued
+    run.breaker = CircuitBreaker(min(run.settings.breaker_deliveries, queued))
+    readers = store.iter_outstanding(db, run.slug, variant=run.variant)
     last_id = 0
 
     def next_watched() -> Prepared | None:
@@ -113,7 +114,7 @@ def run_connections(
 ) -> None:
     """Deliver to everyone queued after `after_id`: one connection in this thread, or one
     thread each; with `signers`, the messages come signed from them."""
-    readers = store.iter_outstanding(db, run.slug, after_id=after_id)
+    readers = store.iter_outstanding(db, run.slug, after_id=after_id, variant=run.variant)
 
     def take(count: int) -> list[store.Recipient]:
         with run.db_lock:

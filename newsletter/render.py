@@ -7,12 +7,13 @@ a join of pre-split strings, so a send to 100,000 readers inlines CSS once.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import html
 import io
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -226,6 +227,73 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
     return RenderedIssue(
         slug=post.slug,
         subject=post.title,
+        html=Personalised.parse(html_part),
+        text=Personalised.parse(_normalise_text(text_part)),
+    )
+
+
+DIGEST_TEMPLATES = ("digest.html", "digest.txt")
+
+
+def digest_subject(settings: Settings, posts: Sequence[Post]) -> str:
+    more = len(posts) - 1
+    tail = f" and {more} more" if more > 1 else " and one more" if more == 1 else ""
+    return f"{settings.title} this week: {posts[0].title}{tail}"
+
+
+def render_digest(
+    posts: Sequence[Post], settings: Settings, env: jinja2.Environment, slug: str, date: dt.date
+) -> RenderedIssue:
+    """One digest email of `posts` (newest first): each post's title, opening paragraph and
+    a "Read on" link to its page. Rendered once per set of posts; per-reader parts stay
+    placeholders, as in a post's email."""
+    if not posts:
+        raise ValueError("a digest needs at least one post")
+    entries = []
+    for post in posts:
+        url = post_url(settings, post)
+        # The author's own summary when they wrote one, else the opening paragraph.
+        written = post.meta.get("summary")
+        opening = (
+            written if isinstance(written, str) and written.strip() else markup.opening(post.body)
+        )
+        entries.append(
+            {
+                "title": post.title,
+                "slug": post.slug,
+                "date": post.date,
+                "author": byline(settings, post),
+                "url": url,
+                "opening_html": Markup(
+                    markup.to_html(
+                        opening, page_url=url, for_email=True, typographer=settings.typographer
+                    )
+                ),
+                "opening_text": markup.to_text(
+                    opening, page_url=url, typographer=settings.typographer
+                ),
+            }
+        )
+    subject = digest_subject(settings, posts)
+    context = {
+        "newsletter": newsletter_context(settings),
+        "digest": {
+            "title": subject,
+            "date": date,
+            "posts": entries,
+            "preheader": markup.preheader(
+                " · ".join(post.title for post in posts), typographer=settings.typographer
+            ),
+        },
+        "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
+        "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
+    }
+    check_css(settings.templates_dir / "email.css")
+    html_part = inline_css(render_template(env, DIGEST_TEMPLATES[0], context))
+    text_part = render_template(env, DIGEST_TEMPLATES[1], context)
+    return RenderedIssue(
+        slug=slug,
+        subject=subject,
         html=Personalised.parse(html_part),
         text=Personalised.parse(_normalise_text(text_part)),
     )

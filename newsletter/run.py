@@ -92,6 +92,10 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Held for every use of the process's one SQLite connection.
     db_lock: threading.Lock = field(default_factory=threading.Lock)
+    # A digest sends each set of posts (a variant) as a run of its own: this run's readers
+    # are the deliveries of `slug` that carry `variant`, `queued` of them.
+    variant: str | None = None
+    queued: int | None = None
     # Decided on the first deliveries, in the parent, before any other connection starts.
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
 

@@ -124,12 +124,15 @@ def due_unsent(settings: Settings, db: Database, now: dt.datetime) -> list[Post]
     and sends cut short (readers still pending). Failed deliveries wait for `send SLUG`."""
     logs = store.post_logs(db)
     archived = store.archived_slugs(db)
+    ran = set(store.sent_slugs(db))  # a run that reached nobody by itself (all on the digest)
     due = []
     for post in reversed(all_posts(settings).due(now)):
         if post.slug in archived:
             continue
         log = logs.get(post.slug)
-        started = log is not None and (log.sent + log.failed + log.bounced + log.skipped) > 0
+        started = post.slug in ran or (
+            log is not None and (log.sent + log.failed + log.bounced + log.skipped) > 0
+        )
         if not started or (log is not None and log.pending > 0):
             due.append(post)
     return due

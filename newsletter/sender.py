@@ -75,23 +75,30 @@ def send_post(
                 store.queue_deliveries(db, post.slug, readers_of)
                 report.due = store.count_outstanding(db, post.slug)
                 report.already_sent = store.count_delivered(db, post.slug)
+                if not report.due and not store.sent_slugs(db, post.slug):
+                    # Nobody gets it by itself (every reader is on the digest, or outside its
+                    # audience): it went out all the same, so `send --due` is done with it.
+                    send_id = store.start_send(db, post.slug, "real")
+                    store.finish_send(
+                        db, send_id, status="finished", sent=0, failed=0, bounced=0, skipped=0
+                    )
                 if report.due:
                     send_id = store.start_send(db, post.slug, "real")
-                    run = Run(
-                        settings,
-                        post.slug,
-                        send_id,
-                        messages,
-                        tokens,
-                        report,
-                        progress,
-                        transport_factory,
-                        stop=threading.Event(),
-                        rate=RateLimiter(settings.smtp_rate),
+                    deliver_queued(
+                        Run(
+                            settings,
+                            post.slug,
+                            send_id,
+                            messages,
+                            tokens,
+                            report,
+                            progress,
+                            transport_factory,
+                            stop=threading.Event(),
+                            rate=RateLimiter(settings.smtp_rate),
+                        ),
+                        db,
                     )
-                    layout = plan(settings, report.due, signed=signer is not None)
-                    with signing_pool(messages, tokens, layout.signers) as signers:
-                        _run(run, db, layout.connections, signers)
     finally:
         db.close()
     report.seconds = time.monotonic() - started
@@ -117,6 +124,15 @@ def _dry_run(
         report.message_bytes += len(envelope.data)
         if progress:
             progress("sent")
+
+
+def deliver_queued(run: Run, db: Database) -> None:
+    """Send what is queued for `run` (a post's, or one set of posts of a digest) over as many
+    connections and signing processes as it is worth, and log every outcome."""
+    due = run.report.due if run.queued is None else run.queued
+    layout = plan(run.settings, due, signed=run.messages.signer is not None)
+    with signing_pool(run.messages, run.tokens, layout.signers) as signers:
+        _run(run, db, layout.connections, signers)
 
 
 def _run(run: Run, db: Database, connections: int, signers: SigningPool | None) -> None:

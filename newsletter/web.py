@@ -231,7 +231,7 @@ def _listed(post: Post) -> dict[str, Any]:
 def _slugs_with_public_files(db: Database) -> set[str]:
     logs = store.post_logs(db)
     shown = {slug for slug, log in logs.items() if log.sent or log.tests}
-    return shown | store.archived_slugs(db)
+    return shown | store.archived_slugs(db) | store.digested_slugs(db)
 
 
 def _field(form: FormData, name: str) -> str:

@@ -7,6 +7,7 @@ A package by concern, each module small enough to read at once:
 - `choices`: what each reader chose (every post or the digest, a pause, topics);
 - `imports`: a whole file merged into the list in one transaction;
 - `sends`: runs and deliveries, the rows that make a send exactly-once (`record_delivery`);
+- `digests`: the weekly digest's deliveries and the posts each carries;
 - `log`: reading the send log;
 - `events`: bounces, complaints and unsubscribes after a send, and the write-off rule;
 - `people`: all that is kept about one person, and erasing it;
@@ -35,6 +36,16 @@ from .choices import (
     set_frequency,
     set_pause,
     set_topics,
+)
+from .digests import (
+    DIGEST_PREFIX,
+    DigestCandidate,
+    digest_sent,
+    digest_variants,
+    digested_slugs,
+    is_digest,
+    oldest_window,
+    queue_digest,
 )
 from .events import (
     READER_EVENT_COLUMNS,
@@ -144,6 +155,7 @@ from .subscribers import (
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
     "DELIVERY_COLUMNS",
+    "DIGEST_PREFIX",
     "ERASED",
     "IMPORT_CACHE_KIB",
     "READER_EVENT_COLUMNS",
@@ -153,6 +165,7 @@ __all__ = [
     "Consent",
     "Delivery",
     "DeliveryStatus",
+    "DigestCandidate",
     "FeedState",
     "ImportOutcome",
     "NewSubscriber",
@@ -180,6 +193,9 @@ __all__ = [
     "count_outstanding",
     "count_subscribers",
     "delete_subscriber",
+    "digest_sent",
+    "digest_variants",
+    "digested_slugs",
     "finish_send",
     "get_delivery",
     "get_feed",
@@ -190,6 +206,7 @@ __all__ = [
     "import_transaction",
     "insert_new_subscribers",
     "is_active",
+    "is_digest",
     "iter_deliveries",
     "iter_due",
     "iter_outstanding",
@@ -203,6 +220,7 @@ __all__ = [
     "new_public_id",
     "not_paused",
     "now",
+    "oldest_window",
     "open_db",
     "pages",
     "personal_data",
@@ -210,6 +228,7 @@ __all__ = [
     "post_stats",
     "purge_unconfirmed",
     "queue_deliveries",
+    "queue_digest",
     "reactivate_subscriber",
     "read_stored_secret_key",
     "reader_events",

@@ -225,6 +225,14 @@ def m009_reader_choices(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m014_digest_variants(db: Database) -> None:
+    """Which set of posts a digest delivery carries (`variant`: their slugs, newest first):
+    readers with the same set share one rendering, sent as one run of the connections."""
+    if "variant" not in db["deliveries"].columns_dict:
+        db.execute("ALTER TABLE deliveries ADD COLUMN variant TEXT")
+
+
 def new_public_id() -> str:
     """A reader's id in links and tokens: random, so it says nothing about the list."""
     return secrets.token_hex(8)

@@ -35,6 +35,7 @@ class Delivery:
     created_at: str
     updated_at: str
     sent_at: str | None
+    variant: str | None = None  # a digest's posts (their slugs, newest first)
 
 
 DELIVERY_COLUMNS = ", ".join(Delivery.__dataclass_fields__)
@@ -120,11 +121,11 @@ def queue_deliveries(db: Database, slug: str, topics: Sequence[str] = ()) -> Non
         )
 
 
-def count_outstanding(db: Database, slug: str) -> int:
+def count_outstanding(db: Database, slug: str, variant: str | None = None) -> int:
     row = db.execute(
-        "SELECT count(*) FROM deliveries WHERE slug = ? AND test = 0"
+        "SELECT count(*) FROM deliveries WHERE slug = ? AND variant IS ? AND test = 0"
         " AND status IN ('pending', 'failed')",
-        [slug],
+        [slug, variant],
     ).fetchone()
     return int(row[0])
 
@@ -137,9 +138,10 @@ def count_delivered(db: Database, slug: str) -> int:
 
 
 def iter_outstanding(
-    db: Database, slug: str, *, batch: int = 500, after_id: int = 0
+    db: Database, slug: str, *, batch: int = 500, after_id: int = 0, variant: str | None = None
 ) -> Iterator[Recipient]:
-    """Stream the readers who still need this post, in id order, a batch at a time.
+    """Stream the readers who still need this post (of a digest: those whose digest carries
+    `variant`), in id order, a batch at a time.
 
     Readers who left since the run began come too: the sender checks each one just before
     sending and marks them skipped, so the log accounts for everyone.
@@ -147,10 +149,10 @@ def iter_outstanding(
     sql = (
         "SELECT d.id, d.subscriber_id, s.email, s.name, d.attempts, s.public_id FROM deliveries d"
         " JOIN subscribers s ON s.id = d.subscriber_id"
-        " WHERE d.slug = ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
+        " WHERE d.slug = ? AND d.variant IS ? AND d.test = 0 AND d.status IN ('pending', 'failed')"
         " AND d.id > ? ORDER BY d.id LIMIT ?"
     )
-    for row in pages(db, sql, [slug], batch, after_id):
+    for row in pages(db, sql, [slug, variant], batch, after_id):
         yield Recipient(*row)
 
 
@@ -288,9 +290,12 @@ def record_test_delivery(
     )
 
 
-def sent_slugs(db: Database) -> list[str]:
+def sent_slugs(db: Database, slug: str | None = None) -> list[str]:
     """Every post a real send went out for (a token's post tag is one of these); from the
-    small table of runs, not the log of every delivery."""
+    small table of runs, not the log of every delivery. With `slug`: that one, if it did."""
+    if slug is not None:
+        rows = db.execute("SELECT slug FROM sends WHERE kind = 'real' AND slug = ? LIMIT 1", [slug])
+        return [r[0] for r in rows]
     return [r[0] for r in db.execute("SELECT DISTINCT slug FROM sends WHERE kind = 'real'")]
 
 
