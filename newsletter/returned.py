@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.utils import getaddresses, parseaddr
@@ -47,6 +48,16 @@ _AUTO_REPLY_SUBJECT = re.compile(
 _TEMPORARY_WORDS = re.compile(
     r"\bdelay(ed)?\b|will (continue to )?(re)?try|still trying|not yet (been )?delivered|"
     r"\bwarning\b|temporar(y|ily)|\bdeferred\b|\b4\.\d{1,3}\.\d{1,3}\b|\bover quota\b.*\bretry",
+    re.IGNORECASE,
+)
+# A warning about mail still queued, in the words of Exim, sendmail and Postfix.
+_WARNING = re.compile(
+    r"this is a warning|has not yet been delivered|not yet been delivered|"
+    r"will (continue to )?(be )?(re)?tr(y|ied)|will keep trying|still being retried",
+    re.IGNORECASE,
+)
+_WARNING_SUBJECT = re.compile(
+    r"^(warning\b(?!.*(unknown|not exist|no such|permanent|fatal))|delayed mail|delivery delayed)",
     re.IGNORECASE,
 )
 _FAILURE_SUBJECT = re.compile(
@@ -102,7 +113,7 @@ def read_returned_mail(data: bytes, unsubscribe_address: Callable[[str], bool]) 
     """Classify one message; `unsubscribe_address` tells whether an address is our mailto one."""
     message = message_from_bytes(data, policy=policy.compat32)
     addresses = _delivered_to(message)
-    subject = _one_line(message.get("Subject", ""))
+    subject = _decoded(message.get("Subject", ""))
     original = _original_headers(message)
     original_id = _one_line(original.get("Message-ID", "")) or None if original else None
     if original is not None:
@@ -202,6 +213,8 @@ def _detected(message: Message, text: str) -> tuple[Failure, ...]:
         temporary, permanent = all_failures(message)
     except Exception:  # a detector's bug on one odd message must not stop a run
         return ()
+    if _WARNING.search(text) or _WARNING_SUBJECT.search(_decoded(message.get("Subject", ""))):
+        temporary, permanent = temporary | permanent, frozenset()  # a warning says it is late
     failures: list[Failure] = []
     for raw, is_permanent in [(a, True) for a in sorted(permanent)] + [
         (a, False) for a in sorted(temporary - permanent)
@@ -333,7 +346,7 @@ def _is_auto_reply(message: Message, subject: str) -> bool:
     auto = _one_line(message.get("Auto-Submitted", "no")).lower()
     precedence = _one_line(message.get("Precedence", "")).lower()
     return (
-        auto.split(";")[0].strip() == "auto-replied"
+        auto.split(";")[0].split("(")[0].strip() == "auto-replied"
         or precedence == "auto_reply"
         or any(
             message.get(h)
@@ -341,6 +354,14 @@ def _is_auto_reply(message: Message, subject: str) -> bool:
         )
         or bool(_AUTO_REPLY_SUBJECT.search(subject))
     )
+
+
+def _decoded(value: object) -> str:
+    """A header as text, its RFC 2047 encoded words decoded (Outlook's "Réponse automatique")."""
+    try:
+        return _one_line(make_header(decode_header(str(value or ""))))
+    except (LookupError, UnicodeError, ValueError):
+        return _one_line(value)
 
 
 def _field_text(value: object) -> str:
