@@ -255,7 +255,9 @@ def _failure_at_token(mail: ReturnedMail, email: str) -> Failure | str:
     if mail.from_person:
         return f"a person's reply, not a report: {mail.subject}"
     detail = mail.detail or "a message to the reader's return address"
-    return Failure(None, enhanced_code(detail), not mail.reads_temporary, detail)
+    status = enhanced_code(detail)
+    late = mail.reads_temporary or (status or "").startswith("4")
+    return Failure(None, status, not late, detail)
 
 
 def _mailed(db: Database, address: str | None) -> tuple[store.Subscriber, str] | None:

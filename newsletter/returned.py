@@ -221,7 +221,8 @@ def _detected(message: Message, text: str) -> tuple[Failure, ...]:
     ]:
         address = raw.decode("ascii", "replace")
         detail = _line_about(text, address) or _clip(text)
-        failures.append(Failure(address, enhanced_code(detail), is_permanent, detail))
+        status = enhanced_code(detail)
+        failures.append(Failure(address, status, is_permanent and not _late(status), detail))
     return tuple(failures)
 
 
@@ -243,7 +244,8 @@ def _returned_original(
         return ()
     temporary = bool(_TEMPORARY_WORDS.search(f"{subject}\n{text}"))
     detail = _clip(f"{subject}: {_notice_words(text)}")
-    return (Failure(found[0], enhanced_code(text), not temporary, detail),)
+    status = enhanced_code(text)
+    return (Failure(found[0], status, not temporary and not _late(status), detail),)
 
 
 def _address_of(value: str) -> str:
@@ -354,6 +356,11 @@ def _is_auto_reply(message: Message, subject: str) -> bool:
         )
         or bool(_AUTO_REPLY_SUBJECT.search(subject))
     )
+
+
+def _late(status: str | None) -> bool:
+    """A 4.x.x code: temporary by its own class, even in a notice that gave up."""
+    return (status or "").startswith("4")
 
 
 def _decoded(value: object) -> str:
