@@ -1,54 +1,68 @@
-"""`newsletter bounces`: read the bounce mailbox over IMAP and act on what came back.
+"""`newsletter bounces`: read what came back (the IMAP bounce mailbox, or saved mail) and act.
 
-A bounce report marks its delivery and reader bounced (or counts a temporary one), a complaint
-or an email to the unsubscribe address unsubscribes the reader, and anything else (auto-replies,
-mail from people, forged tokens) is left where it is for the author. Each handled message is
-moved to NEWSLETTER_IMAP_DONE_FOLDER, so a second run changes nothing.
+A bounce report marks its delivery and reader bounced (a temporary one is only noted), a
+complaint or an email to the unsubscribe address unsubscribes the reader, and anything else
+(auto-replies, mail from people, forged tokens) is left where it is for the author. Each handled
+IMAP message is moved to NEWSLETTER_IMAP_DONE_FOLDER, so a second run changes nothing.
 
-Finding the reader: the VERP token in the address the report came to (a token we did not sign
-changes nothing); else the original message's Message-ID, which names post and reader; else the
-report's Original-/Final-Recipient.
+Finding the reader: the VERP token in the address the message came to. A token we signed names
+the reader whatever the message says (Mailman's rule): a message there that no detector reads
+is still that reader's bounce, unless it is an automatic reply, a person's reply, or reads as a
+delay. A plus address with a token we did not sign changes nothing and falls back to nothing.
+Without a token: the original message's Message-ID, which names post and reader; else each
+recipient the report names, if we mailed them.
 """
 
 from __future__ import annotations
 
 import re
-import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
 from sqlite_utils import Database
 
 from . import db as store
 from .config import Settings
-from .errors import ConfigError, MailboxError, describe_network_error
+from .errors import ConfigError
 from .keys import reader_tokens
 from .message import message_id
-from .refusals import classify_refusal
-from .returned import ReturnedMail, read_returned_mail
+from .refusals import classify_refusal, enhanced_code
+from .returned import Failure, ReturnedMail, read_returned_mail
+from .returned_sources import check_login, open_source
 from .tokens import post_tag
 from .verp import Verp
-from .vocab import MailUnsubscribeReason, ReturnAction, ReturnedKind, event_kind_for
+from .vocab import MailUnsubscribeReason, ReturnAction, event_kind_for
 
-FETCH_BATCH = 100
+__all__ = ["check_login", "process_bounces"]
+
 _MESSAGE_ID = re.compile(r"^<(?P<slug>.+)\.(?P<reader>[0-9a-f]+)\.(?P<digest>[0-9a-f]{12})@.+>$")
 
 
 @dataclass(frozen=True)
-class ReturnOutcome:
-    """What one message in the mailbox did."""
+class ReaderOutcome:
+    """What a message did to one reader it named."""
 
-    uid: int
-    kind: ReturnedKind
+    email: str
+    slug: str | None
     action: ReturnAction
-    email: str | None
+    status: str | None
+    permanent: bool | None  # None: not a failure (a complaint, an unsubscribe)
+    detail: str
+    matched_by: str  # token, message-id or recipient
+
+
+@dataclass(frozen=True)
+class ReturnOutcome:
+    """What one message did: to each reader it named, or why it was left alone."""
+
+    id: str  # the IMAP UID, or the file (and place in it) the message was read from
+    kind: str
+    action: ReturnAction  # the first reader's, or "left alone"
+    email: str | None  # the first reader's
     slug: str | None
     status: str | None
     detail: str
-    matched_by: str | None = None  # token, message-id or recipient
+    matched_by: str | None = None
+    readers: list[ReaderOutcome] = field(default_factory=list)
 
     @property
     def handled(self) -> bool:
@@ -60,12 +74,17 @@ class _Match:
     subscriber: store.Subscriber
     slug: str | None
     by: str
+    failure: Failure | None = None
 
 
-def process_bounces(settings: Settings, *, dry_run: bool = False) -> list[ReturnOutcome]:
-    """Read every message in NEWSLETTER_IMAP_FOLDER, act on it, move the handled ones away.
+def process_bounces(
+    settings: Settings, *, dry_run: bool = False, origin: str | None = None
+) -> list[ReturnOutcome]:
+    """Read every message of the source, act on it, put the handled ones aside.
 
-    A dry run reads and decides the same, then rolls back and moves nothing.
+    `origin` None reads NEWSLETTER_IMAP_FOLDER; else the path of an .eml file, an mbox or a
+    Maildir, which is never changed. A dry run reads and decides the same, then rolls back and
+    moves nothing.
     """
     if not settings.bounce_address:
         raise ConfigError(
@@ -76,97 +95,27 @@ def process_bounces(settings: Settings, *, dry_run: bool = False) -> list[Return
     try:
         verp = Verp(settings.bounce_address, reader_tokens(settings, db))
         outcomes: list[ReturnOutcome] = []
-        with imap_session(settings) as client:
-            client.select_folder(settings.imap_folder)
-            uids = sorted(client.search("ALL"))
-            if uids and not dry_run and not client.folder_exists(settings.imap_done_folder):
-                client.create_folder(settings.imap_done_folder)
-            for start in range(0, len(uids), FETCH_BATCH):
-                batch = uids[start : start + FETCH_BATCH]
-                fetched = client.fetch(batch, ["BODY.PEEK[]"])
-                done: list[int] = []
-                for uid in batch:
-                    data = fetched.get(uid, {}).get(b"BODY[]")
-                    if data is None:
-                        continue
-                    outcome = _process_one(settings, db, verp, uid, bytes(data), dry_run=dry_run)
-                    outcomes.append(outcome)
-                    if outcome.handled:
-                        done.append(uid)
-                if done and not dry_run:
-                    _move(client, done, settings.imap_done_folder)
+        with open_source(settings, origin, dry_run=dry_run) as source:
+            handled: list[str] = []
+            for key, data in source:
+                outcome = process_message(settings, db, verp, key, data, dry_run=dry_run)
+                outcomes.append(outcome)
+                if outcome.handled:
+                    handled.append(key)
+                if len(handled) >= 100:
+                    source.done(handled)
+                    handled = []
+            source.done(handled)
         return outcomes
-    except (IMAPClientError, OSError, ssl.SSLError) as e:
-        raise MailboxError(
-            f"the IMAP mailbox {_where(settings)}: {describe_network_error(e)}"
-        ) from e
     finally:
         db.close()
 
 
-def check_login(settings: Settings) -> str:
-    """Log in and look at the folder without changing anything (for `doctor --imap`)."""
-    try:
-        with imap_session(settings) as client:
-            info = client.select_folder(settings.imap_folder, readonly=True)
-            count = int(info.get(b"EXISTS", 0))
-    except (IMAPClientError, OSError, ssl.SSLError) as e:
-        raise MailboxError(
-            f"the IMAP mailbox {_where(settings)}: {describe_network_error(e)}"
-        ) from e
-    return (
-        f"logged in to {_where(settings)} as {settings.imap_username}; "
-        f"{settings.imap_folder} holds {count} message{'s' * (count != 1)}"
-    )
-
-
-@contextmanager
-def imap_session(settings: Settings) -> Iterator[IMAPClient]:
-    if not settings.imap_host:
-        raise ConfigError("NEWSLETTER_IMAP_HOST is not set: the bounce mailbox cannot be read")
-    if not settings.imap_username or not settings.imap_password:
-        raise ConfigError(
-            "NEWSLETTER_IMAP_PASSWORD (and NEWSLETTER_IMAP_USERNAME, default the bounce "
-            "address) must be set to read the bounce mailbox"
-        )
-    context = ssl.create_default_context()
-    client = IMAPClient(
-        settings.imap_host,
-        port=settings.imap_port,
-        ssl=settings.imap_security == "ssl",
-        ssl_context=context,
-        timeout=settings.smtp_timeout,
-    )
-    try:
-        if settings.imap_security == "starttls":
-            client.starttls(context)
-        try:
-            client.login(settings.imap_username, settings.imap_password)
-        except LoginError as e:
-            raise MailboxError(
-                f"the IMAP server {_where(settings)} refused the login for "
-                f"{settings.imap_username}: {describe_network_error(e)}"
-            ) from e
-        yield client
-    finally:
-        try:
-            client.logout()
-        except (IMAPClientError, OSError):
-            client.shutdown()
-
-
-def _move(client: IMAPClient, uids: list[int], folder: str) -> None:
-    if client.has_capability("MOVE"):
-        client.move(uids, folder)
-    else:
-        client.copy(uids, folder)
-        client.delete_messages(uids)
-        client.expunge(uids) if client.has_capability("UIDPLUS") else client.expunge()
-
-
-def _process_one(
-    settings: Settings, db: Database, verp: Verp, uid: int, data: bytes, *, dry_run: bool
+def process_message(
+    settings: Settings, db: Database, verp: Verp, key: str, data: bytes, *, dry_run: bool
 ) -> ReturnOutcome:
+    """Read one message and act on every reader it names (a dry run rolls back)."""
+
     def is_unsubscribe(address: str) -> bool:
         found = verp.read(address)
         return found is not None and found.kind == "unsubscribe"
@@ -174,82 +123,136 @@ def _process_one(
     mail = read_returned_mail(data, is_unsubscribe)
 
     def left_alone(detail: str) -> ReturnOutcome:
-        return ReturnOutcome(uid, mail.kind, "left alone", None, None, mail.status, detail)
+        status = mail.failures[0].status if mail.failures else None
+        return ReturnOutcome(key, mail.kind, "left alone", None, None, status, detail)
 
-    if mail.kind in ("auto-reply", "other"):
-        return left_alone(mail.detail or f"not a report: {mail.subject}")
-    match = _find_reader(db, verp, mail)
-    if isinstance(match, str):
-        return left_alone(match)
+    if mail.kind in ("auto-reply", "notice"):
+        return left_alone(mail.detail)
+    matches = _find_readers(db, verp, mail)
+    if isinstance(matches, str):
+        return left_alone(matches)
     if dry_run:
         db.execute("BEGIN")
     try:
-        action = _apply(settings, db, mail, match)
+        readers = [_apply(settings, db, mail, match) for match in matches]
     finally:
         if dry_run:
             db.execute("ROLLBACK")
+    first = readers[0]
+    kind = "bounce report" if matches[0].failure is not None else mail.kind
     return ReturnOutcome(
-        uid,
-        mail.kind,
-        action,
-        match.subscriber.email,
+        key, kind, first.action, first.email, first.slug, first.status, first.detail,
+        first.matched_by, readers,
+    )  # fmt: skip
+
+
+def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) -> ReaderOutcome:
+    subscriber, failure = match.subscriber, match.failure
+
+    def outcome(action: ReturnAction) -> ReaderOutcome:
+        return ReaderOutcome(
+            subscriber.email,
+            match.slug,
+            action,
+            failure.status if failure else None,
+            failure.permanent if failure else None,
+            failure.detail if failure else mail.detail,
+            match.by,
+        )
+
+    if failure is None:
+        reason: MailUnsubscribeReason = "complaint" if mail.kind == "complaint" else "email"
+        changed = store.record_mail_unsubscribe(db, subscriber.id, match.slug, reason, mail.detail)
+        return outcome("unsubscribed" if changed else "noted")
+    if not failure.permanent:  # a delay: noted in the reader's events, never a write-off
+        store.record_reader_event(
+            db, subscriber.id, "soft_bounce", match.slug, source="report",
+            status=failure.status, detail=failure.detail,
+        )  # fmt: skip
+        return outcome("noted")
+    # The Status field is the report's verdict; the Diagnostic-Code may quote another code.
+    verdict = classify_refusal(failure.status or failure.detail, permanent=True, report=True)
+    kind = event_kind_for(verdict.effect)
+    changed = store.record_returned_failure(
+        db,
+        subscriber.id,
         match.slug,
-        mail.status,
-        mail.detail,
-        match.by,
+        kind,
+        status=failure.status,
+        detail=failure.detail,
+        bounce_limit=settings.bounce_limit,
+    )
+    if changed == "bounced":
+        return outcome("bounced")
+    return outcome(
+        "counted" if kind == "soft_bounce" and subscriber.status == "active" else "noted"
     )
 
 
-def _apply(settings: Settings, db: Database, mail: ReturnedMail, match: _Match) -> ReturnAction:
-    subscriber = match.subscriber
-    if mail.kind == "bounce report":
-        # The Status field is the report's verdict; the Diagnostic-Code may quote another code.
-        verdict = classify_refusal(
-            mail.status or mail.detail, permanent=mail.permanent, report=True
-        )
-        kind = event_kind_for(verdict.effect)
-        changed = store.record_returned_failure(
-            db,
-            subscriber.id,
-            match.slug,
-            kind,
-            status=mail.status,
-            detail=mail.detail,
-            bounce_limit=settings.bounce_limit,
-        )
-        if changed == "bounced":
-            return "bounced"
-        return "counted" if kind == "soft_bounce" and subscriber.status == "active" else "noted"
-    reason: MailUnsubscribeReason = "complaint" if mail.kind == "complaint" else "email"
-    changed = store.record_mail_unsubscribe(db, subscriber.id, match.slug, reason, mail.detail)
-    return "unsubscribed" if changed else "noted"
-
-
-def _find_reader(db: Database, verp: Verp, mail: ReturnedMail) -> _Match | str:
-    """The reader and post a message is about, or why none is named (a string)."""
+def _find_readers(db: Database, verp: Verp, mail: ReturnedMail) -> list[_Match] | str:
+    """The readers and post a message is about, or why none is named (a string)."""
+    ours = [found for a in mail.addresses if (found := verp.read(a)) is not None]
+    if any(found.reader is None for found in ours):
+        return "the address token is not one we signed (forged or mangled): nothing changed"
     wanted = "unsubscribe" if mail.kind == "unsubscribe" else "bounce"
-    ours = [found for a in mail.addresses if (found := verp.read(a)) and found.kind == wanted]
-    if ours:
-        if any(found.reader is None for found in ours):
-            return "the address token is not one we signed (forged or mangled): nothing changed"
-        token = ours[0].reader
-        assert token is not None
+    token = next((found.reader for found in ours if found.kind == wanted), None)
+    if token is not None:
         subscriber = store.get_subscriber_by_public_id(db, token.public_id)
         if subscriber is None:
             return "its token names nobody on the list (a test copy, or an erased reader)"
         slug = next((s for s in store.sent_slugs(db) if post_tag(s) == token.post_tag), None)
-        return _Match(subscriber, slug, "token")
+        if mail.kind in ("bounce report", "other"):
+            failure = _failure_at_token(mail, subscriber.email)
+            if isinstance(failure, str):
+                return failure
+            return [_Match(subscriber, slug, "token", failure)]
+        return [_Match(subscriber, slug, "token")]
     if mail.kind == "unsubscribe":
         return "no unsubscribe token"
+    if mail.kind == "other":
+        return f"not a report: {mail.subject or mail.detail}"
     by_id = _by_message_id(db, mail.original_message_id)
-    if by_id is not None:
-        return by_id
-    if mail.recipient:
-        subscriber = store.get_subscriber(db, mail.recipient)
-        last = store.last_sent_delivery(db, subscriber.id) if subscriber else None
-        if subscriber is not None and last is not None:
-            return _Match(subscriber, last.slug, "recipient")
-    return "names no reader we mailed (no token, Message-ID or recipient of ours)"
+    if mail.kind == "complaint":
+        if by_id is not None:
+            return [by_id]
+        named = _mailed(db, mail.recipient)
+        return [_Match(named[0], named[1], "recipient")] if named else _NOBODY
+    matches: list[_Match] = []
+    for failure in mail.failures:
+        reader = _mailed(db, failure.recipient)
+        if reader is None or any(m.subscriber.id == reader[0].id for m in matches):
+            continue
+        if by_id is not None and by_id.subscriber.id == reader[0].id:
+            matches.append(_Match(by_id.subscriber, by_id.slug, "message-id", failure))
+        else:
+            matches.append(_Match(reader[0], reader[1], "recipient", failure))
+    if not matches and by_id is not None:
+        matches.append(_Match(by_id.subscriber, by_id.slug, "message-id", mail.failures[0]))
+    return matches or _NOBODY
+
+
+_NOBODY = "names no reader we mailed (no token, Message-ID or recipient of ours)"
+
+
+def _failure_at_token(mail: ReturnedMail, email: str) -> Failure | str:
+    """At a VERP address the token names the reader: the failure about them, or the first; a
+    message no detector read is their bounce unless it is a person's reply or a delay."""
+    if mail.failures:
+        about = [f for f in mail.failures if (f.recipient or "").lower() == email.lower()]
+        return (about or [f for f in mail.failures if f.permanent] or list(mail.failures))[0]
+    if mail.from_person:
+        return f"a person's reply, not a report: {mail.subject}"
+    detail = mail.detail or "a message to the reader's return address"
+    status = enhanced_code(detail)
+    late = mail.reads_temporary or (status or "").startswith("4")
+    return Failure(None, status, not late, detail)
+
+
+def _mailed(db: Database, address: str | None) -> tuple[store.Subscriber, str] | None:
+    """The reader at an address a report names, and the last post they were sent."""
+    subscriber = store.get_subscriber(db, address.lower()) if address else None
+    last = store.last_sent_delivery(db, subscriber.id) if subscriber else None
+    return (subscriber, last.slug) if subscriber is not None and last is not None else None
 
 
 def _by_message_id(db: Database, original_id: str | None) -> _Match | None:
@@ -270,7 +273,3 @@ def _by_message_id(db: Database, original_id: str | None) -> _Match | None:
     if delivery is None or delivery.message_id != original_id:
         return None
     return _Match(subscriber, slug, "message-id")
-
-
-def _where(settings: Settings) -> str:
-    return f"{settings.imap_host}:{settings.imap_port}"

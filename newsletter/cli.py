@@ -944,29 +944,43 @@ def bounces_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would happen, change nothing.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per message, with its readers.")
+    ] = False,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="PATH",
+            help="Read saved mail instead of IMAP: an .eml file, an mbox or a Maildir "
+            "(left unchanged).",
+        ),
+    ] = None,
 ) -> None:
     """Read the bounce mailbox: mark bounced readers, unsubscribe complaints and emails."""
     from dataclasses import asdict
 
     from .bounces import process_bounces
 
-    outcomes = process_bounces(_settings(), dry_run=dry_run)
+    outcomes = process_bounces(_settings(), dry_run=dry_run, origin=origin)
     for outcome in outcomes:
         if as_json:
             _json_line({**asdict(outcome), "dry_run": dry_run})
-        else:
-            who = outcome.email or "-"
+            continue
+        lines = [(r.action, r.email, r.slug, r.detail) for r in outcome.readers] or [
+            (outcome.action, "-", None, outcome.detail)
+        ]
+        for action, who, slug, detail in lines:
             typer.echo(
-                f"{outcome.action:<12} {who:<40} {outcome.kind:<13} {outcome.slug or '-'}"
-                f"  {printable(outcome.detail or '')}"
+                f"{action:<12} {who:<40} {outcome.kind:<13} {slug or '-'}"
+                f"  {printable(detail or '')}"
             )
     if not as_json:
         handled = sum(outcome.handled for outcome in outcomes)
         verb = "Would handle" if dry_run else "Handled"
+        where = "in the mailbox" if origin is None else "unhandled"
         typer.echo(
-            f"{verb} {handled} of {len(outcomes)} messages; {len(outcomes) - handled} left "
-            "in the mailbox"
+            f"{verb} {handled} of {len(outcomes)} messages; {len(outcomes) - handled} left {where}"
         )
 
 

@@ -36,7 +36,7 @@ class Verp:
         self.local, self.domain = bounce_address.rsplit("@", 1)
         self.tokens = tokens
         self._pattern = re.compile(
-            rf"^{re.escape(self.local)}\+(?P<unsub>{UNSUBSCRIBE_PREFIX})?(?P<token>[0-9a-f]+)"
+            rf"^{re.escape(self.local)}\+(?P<unsub>{UNSUBSCRIBE_PREFIX})?(?P<token>[^@\s]*)"
             rf"@{re.escape(self.domain)}$",
             re.IGNORECASE,
         )
@@ -53,7 +53,11 @@ class Verp:
         return f"{self.local}@{self.domain}"
 
     def read(self, address: str) -> ReturnAddress | None:
-        """The kind and reader of one of our plus addresses; None for any other address."""
+        """The kind and reader of one of our plus addresses; None for any other address.
+
+        Any suffix after the plus is ours to read (a token we did not sign has reader None), so
+        that a forged `bounces+anything@` can never fall back to what the report names.
+        """
         match = self._pattern.match(address.strip().strip("<>"))
         if match is None:
             return None

@@ -84,12 +84,19 @@ MailUnsubscribeReason = Literal["complaint", "email"]
 RefusalEffect = Literal["bounce", "count", "sender", "retry"]
 
 # What a message in the bounce mailbox is.
-ReturnedKind = Literal["bounce report", "complaint", "unsubscribe", "auto-reply", "other"]
+ReturnedKind = Literal[
+    "bounce report",
+    "complaint",
+    "unsubscribe",
+    "auto-reply",
+    "notice",  # a report that says nothing failed: delivered, relayed, expanded
+    "other",
+]
 # What `newsletter bounces` did with one.
 ReturnAction = Literal[
     "bounced",  # the reader is out
     "counted",  # one more failure against the reader's limit
-    "noted",  # recorded; the reader's status stays (sender's fault, or not active)
+    "noted",  # recorded; the reader's status stays (a delay, the sender's fault, not active)
     "unsubscribed",
     "left alone",  # not ours to act on: stays in the mailbox
 ]

@@ -65,7 +65,9 @@ def reader(db, email: str, *, frequency="digest", topics=None, paused_until=None
 def titles(received) -> list[str]:
     """The post titles a digest's plain-text part lists, in order."""
     text = received.message.get_body(("plain",)).get_content()
-    return [line for line in text.splitlines() if line.startswith("The ") and line.endswith(" post")]
+    return [
+        line for line in text.splitlines() if line.startswith("The ") and line.endswith(" post")
+    ]
 
 
 def test_each_reader_gets_what_they_chose_once(smtp_project: Path, smtp_sink: SmtpSink) -> None:
