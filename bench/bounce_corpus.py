@@ -26,7 +26,7 @@ from newsletter import db as store  # noqa: E402
 from newsletter.bounces import process_message  # noqa: E402
 from newsletter.cli import app  # noqa: E402
 from newsletter.config import load_settings  # noqa: E402
-from newsletter.tokens import reader_tokens  # noqa: E402
+from newsletter.keys import reader_tokens  # noqa: E402
 from newsletter.verp import Verp  # noqa: E402
 
 SLUG = "ofsted-joint-inspections"

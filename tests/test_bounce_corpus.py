@@ -14,7 +14,7 @@ import pytest
 
 from newsletter import db as store
 from newsletter.config import load_settings
-from newsletter.tokens import reader_tokens
+from newsletter.keys import reader_tokens
 from newsletter.verp import Verp
 
 from .conftest import REPO, Cli, write_env
