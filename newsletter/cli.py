@@ -36,7 +36,7 @@ from .addresses import clean_name, normalise_address, suggest_domain
 from .config import Settings, load_settings
 from .errors import ConfigError, NewsletterError, environment_failure
 from .files import open_private
-from .posts import Post, check_images, find_post
+from .posts import Post, check_images, find_post, images_report
 from .terminal import printable
 
 if TYPE_CHECKING:
@@ -490,7 +490,11 @@ def preview(
     settings = _settings()
     from . import sender
 
-    issue = sender.prepare_issue(settings, find_post(settings.posts_dir, slug, settings.timezone))
+    post = find_post(settings.posts_dir, slug, settings.timezone)
+    broken = images_report(post)
+    if broken is not None:  # shown, not refused: the author previews to find such things
+        typer.echo(f"Warning: {printable(broken)}; `send` refuses the post", err=True)
+    issue = sender.prepare_issue(settings, post)
     body = issue.text_for(*SAMPLE_READER) if text else issue.html_for(*SAMPLE_READER)
     if open_browser and out is None:
         suffix = ".txt" if text else ".html"
