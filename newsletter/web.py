@@ -41,7 +41,13 @@ from starlette.routing import Route
 
 from . import db as store
 from . import subscribe
-from .addresses import clean_name, mask_address, normalise_address
+from .addresses import (
+    MAX_ADDRESS_LENGTH,
+    MAX_NAME_LENGTH,
+    clean_name,
+    mask_address,
+    normalise_address,
+)
 from .archive import online_posts
 from .atom import FEED_PATH, atom_feed
 from .background import WorkQueue
@@ -337,6 +343,8 @@ class _Site:
             csrf=self.tokens.form(nonce),
             email=email,
             name=name,
+            name_limit=MAX_NAME_LENGTH,  # the form stops where clean_name would refuse
+            address_limit=MAX_ADDRESS_LENGTH,
             error=error,
             **context,
         )
