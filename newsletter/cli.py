@@ -514,9 +514,12 @@ def preview(
         issue = preview_digest(settings)
     else:
         from . import sender
-        from .posts import find_post
+        from .posts import find_post, images_report
 
         post = find_post(settings.posts_dir, slug, settings.timezone)
+        broken = images_report(post)
+        if broken is not None:  # shown, not refused: the author previews to find such things
+            typer.echo(f"Warning: {printable(broken)}; `send` refuses the post", err=True)
         issue = sender.prepare_issue(settings, post)
     body = issue.text_for(*SAMPLE_READER) if text else issue.html_for(*SAMPLE_READER)
     if open_browser and out is None:

@@ -327,14 +327,13 @@ def check_posts(settings: Settings) -> list[Check]:
     found = read_posts(settings.posts_dir, settings.timezone)
     checks += [Check("Post", "warning", f"{b.error}; it is skipped") for b in found.broken]
     for post in found.posts:
-        for source, path in missing_images(post):
-            where = path.relative_to(settings.posts_dir.parent)
+        for image, problem in missing_images(post):
             checks.append(
                 Check(
                     "Post image",
                     "warning",
-                    f"{post.path.name} shows {source}, but there is no file {where}: "
-                    "`send` refuses the post",
+                    f"{post.path.name} shows {image.source}, but readers would not see it "
+                    f"({problem}): `send` refuses the post",
                 )
             )
     return checks

@@ -2,9 +2,9 @@
 
 markdown-it-py with its own rules and mdit-py-plugins' footnotes: tables, strikethrough, bare
 URLs made links (linkify-it-py), typographic quotes and dashes (switchable). Relative links and
-images are resolved against the post's page, `/posts/SLUG`, whose folder mirrors the files:
-`posts/SLUG.md` writes `SLUG/pic.png` for `posts/SLUG/pic.png`, which `serve` answers at
-`/posts/SLUG/pic.png`. The email and the feed pass an absolute page URL, the web a path.
+images are resolved against the post's page, `/posts/SLUG`; a local image's URL is the
+caller's to give (`posts.locate_image` decides it for the email, the web and `serve` alike).
+The email and the feed pass an absolute page URL, the web a path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import functools
 import html
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -42,21 +42,27 @@ def parser(typographer: bool = True) -> MarkdownIt:
     return md
 
 
-def _env(page_url: str, for_email: bool) -> dict[str, Any]:
-    return {"page_url": page_url, "for_email": for_email}
+ImageUrl = Callable[[str], "str | None"]  # an image's source as written -> its URL, or None
+
+
+def _env(page_url: str, for_email: bool, image_url: ImageUrl | None) -> dict[str, Any]:
+    return {"page_url": page_url, "for_email": for_email, "image_url": image_url}
 
 
 def _resolve_urls(state: StateCore) -> None:
     """Relative links and images, resolved against the post's page (see the module's doc)."""
     page_url = state.env.get("page_url")
+    image_url = state.env.get("image_url")
     if not page_url:
         return
     for block in state.tokens:
         for token in block.children or ():
             for attr in ("href", "src"):
                 value = token.attrs.get(attr)
-                if isinstance(value, str) and value:
-                    token.attrs[attr] = urljoin(page_url, value)
+                if not isinstance(value, str) or not value:
+                    continue
+                given = image_url(value) if image_url and token.type == "image" else None
+                token.attrs[attr] = given or urljoin(page_url, value)
 
 
 def _footnote_ref(
@@ -86,9 +92,14 @@ def _footnote_anchor(
 
 
 def to_html(
-    markdown: str, *, page_url: str = "", for_email: bool = False, typographer: bool = True
+    markdown: str,
+    *,
+    page_url: str = "",
+    for_email: bool = False,
+    typographer: bool = True,
+    image_url: ImageUrl | None = None,
 ) -> str:
-    return str(parser(typographer).render(markdown, _env(page_url, for_email)))
+    return str(parser(typographer).render(markdown, _env(page_url, for_email, image_url)))
 
 
 def image_sources(markdown: str) -> list[str]:
@@ -135,12 +146,17 @@ def preheader(markdown: str, *, limit: int = PREHEADER_LENGTH, typographer: bool
 
 
 def to_text(
-    markdown: str, *, page_url: str = "", width: int = TEXT_WIDTH, typographer: bool = True
+    markdown: str,
+    *,
+    page_url: str = "",
+    width: int = TEXT_WIDTH,
+    typographer: bool = True,
+    image_url: ImageUrl | None = None,
 ) -> str:
     """Plain text that reads like a written email: underlined headings, wrapped paragraphs,
     links as URLs in brackets, lists with their markers, tables in columns, ~~struck~~ words
     kept, and numbered notes at the end."""
-    tokens = parser(typographer).parse(markdown, _env(page_url, for_email=True))
+    tokens = parser(typographer).parse(markdown, _env(page_url, True, image_url))
     blocks: list[str] = []
     _render_blocks(tokens, 0, len(tokens), blocks, width)
     return "\n\n".join(b for b in blocks if b.strip()) + "\n"

@@ -3,12 +3,13 @@
 A post is published when its time has come (`date`, a bare date being midnight in
 NEWSLETTER_TIMEZONE) and it is not a draft. One broken file never stops work on the others:
 `read_posts` gives the good posts and, beside them, each broken file with its error.
-A post's images live in `posts/SLUG/` (see `markup`).
+Where a post's images live, on disk and on the site, is decided by `locate_image`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -228,34 +229,91 @@ def zone(name: str) -> dt.tzinfo:
         raise PostError(f"{name!r} is not a time zone such as UTC or Europe/London") from e
 
 
-def local_images(post: Post) -> list[tuple[str, Path]]:
-    """The images a post shows from this site, as written and as the file `serve` answers."""
+# What `serve` sends a browser from posts/, and so what an email may show from there.
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg")
+
+
+@dataclass(frozen=True)
+class PostImage:
+    """A local image a post shows: as written, its path on the site (percent-encoded, as in
+    the email) and the file under posts/ that `serve` answers at that path."""
+
+    source: str
+    url_path: str
+    file: Path
+    folder: Path  # the posts folder: nothing outside it is ever served
+
+    def problem(self) -> str | None:
+        """Why readers would see a broken image, or None when `serve` answers it."""
+        shown = _shown(self.file, self.folder.parent)
+        if not self.file.is_file():
+            return f"no file {shown}"
+        if not self.file.resolve().is_relative_to(self.folder.resolve()):
+            return f"{shown} leads outside {self.folder.name}/"
+        if self.file.suffix.lower() not in IMAGE_TYPES:
+            kinds = ", ".join(kind.removeprefix(".") for kind in IMAGE_TYPES)
+            return f"{shown} is not an image serve answers ({kinds})"
+        return None
+
+
+def locate_image(post: Post, source: str) -> PostImage | None:
+    """Where an image a post shows lives, on the site and on disk; None for one from elsewhere.
+
+    The one rule for every layout: the source is resolved against the post's page,
+    `/posts/SLUG`, and `/posts/X` is the file `posts/X`. So `SLUG/a.png` (a folder named
+    like the post), `images/a.png` (a shared folder) and `a.png` (beside the file) each lead
+    to the file an editor previewing the Markdown shows. The email, the web page and `serve`
+    all ask this function.
+    """
     from . import markup  # Markdown is parsed by the commands that need it: `log` starts fast
 
-    page = f"/posts/{post.slug}"
-    found = []
-    for source in markup.image_sources(post.body):
-        if not markup.is_local(source):
-            continue
-        path = unquote(urlsplit(urljoin(page, source)).path)
-        if path.startswith("/posts/"):
-            found.append((source, post.path.parent / path.removeprefix("/posts/")))
-    return found
+    if not markup.is_local(source):
+        return None
+    path = urlsplit(urljoin(f"/posts/{post.slug}", source)).path
+    if not path.startswith("/posts/") or path == "/posts/":
+        return None
+    folder = post.path.parent
+    return PostImage(source, path, folder / unquote(path).removeprefix("/posts/"), folder)
 
 
-def missing_images(post: Post) -> list[tuple[str, Path]]:
-    """Local images the post shows that are not on disk: as written, and the file looked for."""
-    return [(source, path) for source, path in local_images(post) if not path.is_file()]
+def local_images(post: Post) -> list[PostImage]:
+    """The images a post shows from this site."""
+    return _local_images(post.slug, post.body, post.path)
+
+
+@functools.lru_cache(maxsize=512)
+def _local_images(slug: str, body: str, path: Path) -> list[PostImage]:
+    """Cached by the post's text: `serve` asks for every image it is sent a request for."""
+    from . import markup
+
+    post = Post(slug=slug, title="", date=dt.date.min, summary="", body=body, path=path)
+    found = (locate_image(post, source) for source in markup.image_sources(body))
+    return [image for image in found if image is not None]
+
+
+def missing_images(post: Post) -> list[tuple[PostImage, str]]:
+    """The post's local images readers would see broken, each with why."""
+    found = ((image, image.problem()) for image in local_images(post))
+    return [(image, problem) for image, problem in found if problem is not None]
+
+
+def images_report(post: Post) -> str | None:
+    """One line naming every image of the post that would reach readers broken, or None."""
+    missing = missing_images(post)
+    if not missing:
+        return None
+    if len(missing) == 1:
+        ((image, problem),) = missing
+        return f"{post.path.name}: the image {image.source} is missing: {problem}"
+    listed = "; ".join(f"{image.source} ({problem})" for image, problem in missing)
+    return f"{post.path.name}: {len(missing)} images are missing: {listed}"
 
 
 def check_images(post: Post) -> None:
     """Refuse a post that would reach readers with a broken image."""
-    missing = missing_images(post)
-    if missing:
-        source, path = missing[0]
-        where = _shown(path, post.path.parent.parent)
-        more = f", and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise PostError(f"{post.path.name}: the image {source} is missing: no file {where}{more}")
+    report = images_report(post)
+    if report is not None:
+        raise PostError(report)
 
 
 def _shown(path: Path, root: Path) -> str:

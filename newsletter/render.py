@@ -26,7 +26,7 @@ from premailer import Premailer
 from . import markup
 from .config import DEFAULT_BASE_URL, Settings
 from .errors import TemplateError
-from .posts import Post
+from .posts import Post, locate_image
 
 # Plain ASCII letters survive Jinja's escaping, premailer, lxml and text wrapping untouched.
 PLACEHOLDERS = {
@@ -186,8 +186,22 @@ def post_html(post: Post, settings: Settings, *, absolute: bool, for_email: bool
     """The post's body as HTML: links resolved against its page, absolute for email and feed."""
     page = post_url(settings, post) if absolute else f"/posts/{post.slug}"
     return markup.to_html(
-        post.body, page_url=page, for_email=for_email, typographer=settings.typographer
+        post.body,
+        page_url=page,
+        for_email=for_email,
+        typographer=settings.typographer,
+        image_url=_image_url(post, settings.base_url if absolute else ""),
     )
+
+
+def _image_url(post: Post, site: str) -> markup.ImageUrl:
+    """The URL of a local image: the path `serve` answers with that very file."""
+
+    def url(source: str) -> str | None:
+        image = locate_image(post, source)
+        return None if image is None else site + image.url_path
+
+    return url
 
 
 def newsletter_context(settings: Settings) -> dict[str, object]:
@@ -212,7 +226,12 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
             "preheader": markup.preheader(post.summary, typographer=settings.typographer),
             "author": byline(settings, post),
             "html": Markup(post_html(post, settings, absolute=True, for_email=True)),
-            "text": markup.to_text(post.body, page_url=url, typographer=settings.typographer),
+            "text": markup.to_text(
+                post.body,
+                page_url=url,
+                typographer=settings.typographer,
+                image_url=_image_url(post, settings.base_url),
+            ),
             "url": url,
             "read_online_url": read_online_url(settings, post),
             "link": post.link,
@@ -266,11 +285,18 @@ def render_digest(
                 "url": url,
                 "opening_html": Markup(
                     markup.to_html(
-                        opening, page_url=url, for_email=True, typographer=settings.typographer
+                        opening,
+                        page_url=url,
+                        for_email=True,
+                        typographer=settings.typographer,
+                        image_url=_image_url(post, settings.base_url),
                     )
                 ),
                 "opening_text": markup.to_text(
-                    opening, page_url=url, typographer=settings.typographer
+                    opening,
+                    page_url=url,
+                    typographer=settings.typographer,
+                    image_url=_image_url(post, settings.base_url),
                 ),
             }
         )

@@ -18,7 +18,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import jinja2
 from markupsafe import Markup
@@ -39,7 +41,13 @@ from starlette.routing import Route
 
 from . import db as store
 from . import subscribe
-from .addresses import clean_name, mask_address, normalise_address
+from .addresses import (
+    MAX_ADDRESS_LENGTH,
+    MAX_NAME_LENGTH,
+    clean_name,
+    mask_address,
+    normalise_address,
+)
 from .archive import online_posts
 from .atom import FEED_PATH, atom_feed
 from .background import WorkQueue
@@ -47,7 +55,7 @@ from .config import Settings
 from .dkim import signer_from_settings
 from .errors import BadToken, NewsletterError, NotOnList, SubscriberError, TemplateError
 from .keys import reader_tokens
-from .posts import Post
+from .posts import SLUG_PATTERN, Post, local_images, read_posts
 from .render import load_template, post_html, render_template, template_environment
 from .tokens import ReaderTokens
 from .weblog import redact_tokens
@@ -86,8 +94,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-# A post's images, beside it in posts/SLUG/: what a browser may be sent from there.
-IMAGE_TYPES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".svg"}
 IMAGE_HEADERS = {
     "Cache-Control": "public, max-age=86400",
     "X-Content-Type-Options": "nosniff",
@@ -128,7 +134,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/posts", site.posts_without_slash, methods=["GET"]),
             Route("/posts/", site.posts, methods=["GET"]),
             Route("/posts/{slug}", site.post, methods=["GET"]),
-            Route("/posts/{slug}/{path:path}", site.post_file, methods=["GET"]),
+            Route("/posts/{path:path}", site.post_file, methods=["GET"]),
             Route(FEED_PATH, site.feed, methods=["GET"]),
         ],
         exception_handlers={
@@ -338,6 +344,8 @@ class _Site:
             csrf=self.tokens.form(nonce),
             email=email,
             name=name,
+            name_limit=MAX_NAME_LENGTH,  # the form stops where clean_name would refuse
+            address_limit=MAX_ADDRESS_LENGTH,
             error=error,
             **context,
         )
@@ -490,6 +498,8 @@ class _Site:
 
     async def post(self, request: Request) -> Response:
         slug = request.path_params["slug"]
+        if not SLUG_PATTERN.match(slug):  # not a post: perhaps an image beside the posts
+            return await self.image(slug)
         online = await self.in_db(self.online)
         post = next((post for post in online if post.slug == slug), None)
         if post is None:
@@ -504,21 +514,29 @@ class _Site:
         )
 
     async def post_file(self, request: Request) -> Response:
-        """An image beside a post, in posts/SLUG/; only of a post readers can read, or whose
-        test copy went out (its images must show there), never a draft's otherwise."""
-        slug, path = request.path_params["slug"], request.path_params["path"]
-        folder = (self.settings.posts_dir / slug).resolve()
-        target = (folder / path).resolve()
-        if (
-            any(part.startswith(".") for part in path.split("/"))
-            or not target.is_relative_to(folder)
-            or target.suffix.lower() not in IMAGE_TYPES
-            or not target.is_file()
-            or slug not in await self.in_db(_slugs_with_public_files)
-        ):
+        return await self.image(request.path_params["path"])
+
+    async def image(self, path: str) -> Response:
+        """An image a post shows, at the path its email gives it (`posts.locate_image`);
+        only of a post readers can read, or whose test copy went out (its images must show
+        there), never a draft's otherwise, and never a file outside posts/."""
+        target = await self.in_db(lambda db: self.public_image(db, f"/posts/{path}"))
+        if target is None:
             raise HTTPException(404)
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return FileResponse(target, media_type=kind, headers=IMAGE_HEADERS)
+
+    def public_image(self, db: Database, path: str) -> Path | None:
+        if any(part.startswith(".") for part in path.split("/")):
+            return None
+        public = _slugs_with_public_files(db)
+        for post in read_posts(self.settings.posts_dir, self.settings.timezone).posts:
+            if post.slug not in public:
+                continue
+            for image in local_images(post):
+                if unquote(image.url_path) == path and image.problem() is None:
+                    return image.file.resolve()
+        return None
 
     async def feed(self, request: Request) -> Response:
         posts = await self.in_db(self.online)

@@ -142,7 +142,7 @@ def test_a_missing_local_image_stops_the_send_and_is_named(
     )
     doctor = cli("doctor", ok=False).stdout
     assert (
-        "warning  Post image      rich-post.md shows rich-post/wide-chart.png, but there is no file posts/rich-post/wide-chart.png: `send` refuses the post"
+        "warning  Post image      rich-post.md shows rich-post/wide-chart.png, but readers would not see it (no file posts/rich-post/wide-chart.png): `send` refuses the post"
         in doctor
     )
 
@@ -211,6 +211,114 @@ def test_a_post_with_a_footnote_a_table_and_an_image_arrives_rendered_right(
     assert online.status_code == 200
     assert 'src="/posts/rich-post/wide-chart.png"' in online.text
     assert '<li id="fn1" class="footnote-item">' in online.text  # the footnote links' target
+
+
+# Every layout the README allows: the picture in a shared images/ folder, in a folder named like
+# the post, and beside the file (with a space in its name, percent-encoded in the email).
+LAYOUTS = {
+    "shared folder": ("images/lamp.png", "images/lamp.png"),
+    "folder named like the post": ("lamp-post/lamp.png", "lamp-post/lamp.png"),
+    "beside the file": ("my%20lamp.png", "my lamp.png"),
+}
+
+
+def write_lamp_post(posts: Path, *sources: str, draft: bool = False) -> None:
+    images = " ".join(f"![A lamp]({source})" for source in sources)
+    (posts / "lamp-post.md").write_text(
+        f"---\ntitle: A lamp\ndate: 2024-06-01\ndraft: {str(draft).lower()}\n---\n\n"
+        f"Look: {images}\n"
+    )
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_image_of_a_delivered_email_is_answered_by_serve(
+    blog: Path, cli: Cli, smtp_sink: SmtpSink, start_server: Callable[..., LiveServer], layout: str
+) -> None:
+    source, file = LAYOUTS[layout]
+    picture = blog / "posts" / file
+    picture.parent.mkdir(exist_ok=True)
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + layout.encode())
+    write_lamp_post(blog / "posts", source)
+    server = start_server()
+    cli("subscribers", "add", READER)
+    cli("send", "lamp-post", "--yes")
+    (received,) = smtp_sink.received
+    text, page = parts(received)
+    urls = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(urls) == 1 and urls[0].startswith(f"{server.url}/posts/")
+    assert urls[0] in text  # the plain text gives the same address
+    with httpx.Client(timeout=10) as client:
+        answers = [client.get(url) for url in urls]
+        online = client.get(f"{server.url}/posts/lamp-post").text
+    assert [(a.status_code, a.content) for a in answers] == [(200, picture.read_bytes())]
+    assert answers[0].headers["content-type"] == "image/png"
+    assert f'src="{urls[0].removeprefix(server.url)}"' in online  # the web page shows it too
+
+
+def test_an_image_is_answered_only_once_a_post_showing_it_went_out(
+    blog: Path, cli: Cli, start_server: Callable[..., LiveServer]
+) -> None:
+    (blog / "posts" / "images").mkdir()
+    (blog / "posts" / "images" / "lamp.png").write_bytes(b"lamp")
+    (blog / "posts" / "images" / "unshown.png").write_bytes(b"unshown")
+    write_lamp_post(blog / "posts", "images/lamp.png", draft=True)
+    server = start_server()
+    cli("subscribers", "add", READER)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/posts/images/lamp.png").status_code == 404  # a draft's picture
+        write_lamp_post(blog / "posts", "images/lamp.png")
+        assert client.get("/posts/images/lamp.png").status_code == 404  # not sent yet
+        cli("send", "lamp-post", "--yes")
+        assert client.get("/posts/images/lamp.png").content == b"lamp"
+        for path in (
+            "/posts/images/unshown.png",  # in the folder, but no post shows it
+            "/posts/images/..%2f..%2f.env",
+            "/posts/..%2f.env",
+            "/posts/%2e%2e/.env",
+            "/posts/lamp-post.md",
+        ):
+            assert client.get(path).status_code == 404, path
+
+
+def test_an_image_leading_outside_posts_is_refused_and_never_served(
+    blog: Path, cli: Cli, smtp_sink: SmtpSink, start_server: Callable[..., LiveServer]
+) -> None:
+    secret = blog / "secret.png"
+    secret.write_bytes(b"not for the web")
+    (blog / "posts" / "images").mkdir()
+    (blog / "posts" / "images" / "lamp.png").symlink_to(secret)
+    write_lamp_post(blog / "posts", "images/lamp.png")
+    server = start_server()
+    cli("subscribers", "add", READER)
+    refused = cli("send", "lamp-post", "--yes", ok=False)
+    assert refused.stderr == (
+        "Error: lamp-post.md: the image images/lamp.png is missing: "
+        "posts/images/lamp.png leads outside posts/\n"
+    )
+    assert smtp_sink.received == []
+    cli("send", "lamp-post", "--to", "me@example.org", ok=False)  # nor a test copy
+    database = store.open_db(server.settings.db_path)  # as if it went out before the link
+    store.archive_post(database, "lamp-post", "test")
+    database.close()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/posts/images/lamp.png").status_code == 404
+
+
+def test_preview_and_send_name_every_missing_image_before_sending(
+    blog: Path, cli: Cli, smtp_sink: SmtpSink
+) -> None:
+    write_lamp_post(blog / "posts", "images/lamp.png", "lamp.png", "https://cdn.example.org/x.png")
+    cli("subscribers", "add", READER)
+    missing = (
+        "lamp-post.md: 2 images are missing: images/lamp.png (no file posts/images/lamp.png); "
+        "lamp.png (no file posts/lamp.png)"
+    )
+    preview = cli("preview", "lamp-post")
+    assert preview.stderr == f"Warning: {missing}; `send` refuses the post\n"
+    assert "A lamp" in preview.stdout
+    sent = cli("send", "lamp-post", "--yes", ok=False)
+    assert sent.stderr == f"Error: {missing}\n"
+    assert smtp_sink.received == []
 
 
 @pytest.mark.parametrize(

@@ -194,11 +194,13 @@ def test_local_images_are_found_beside_the_post(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "a b.png").write_bytes(b"png")
     post = read_post(path)
-    assert local_images(post) == [
-        ("x/a%20b.png", tmp_path / "x" / "a b.png"),
-        ("/posts/x/c.png", tmp_path / "x" / "c.png"),
+    assert [(i.source, i.url_path, i.file) for i in local_images(post)] == [
+        ("x/a%20b.png", "/posts/x/a%20b.png", tmp_path / "x" / "a b.png"),
+        ("/posts/x/c.png", "/posts/x/c.png", tmp_path / "x" / "c.png"),
     ]
-    assert missing_images(post) == [("/posts/x/c.png", tmp_path / "x" / "c.png")]
+    assert [(i.source, problem) for i, problem in missing_images(post)] == [
+        ("/posts/x/c.png", f"no file {tmp_path.name}/x/c.png")
+    ]
 
 
 def test_the_real_posts_all_load() -> None:

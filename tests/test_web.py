@@ -346,6 +346,21 @@ def test_a_bad_address_is_shown_in_the_form_with_the_reason(
     assert everyone(db) == []
 
 
+def test_the_forms_name_limit_is_the_one_the_server_keeps(
+    live_server: LiveServer, db: Database
+) -> None:
+    with browser(live_server) as client:
+        limit = re.search(r'<input id="name"[^>]*maxlength="(\d+)"', client.get("/").text)
+        assert limit, "the name field has no maxlength"
+        longest = int(limit.group(1))
+        refused = subscribe(client, "long@example.org", "n" * (longest + 1))
+        accepted = subscribe(client, "full@example.org", "n" * longest)
+    assert refused.status_code == 400
+    assert f"a name may be at most {longest} characters long" in refused.text
+    assert accepted.status_code == 200 and "Check your inbox" in accepted.text
+    assert [s.email for s in everyone(db)] == ["full@example.org"]  # the name comes on confirming
+
+
 def test_one_address_gets_one_confirmation_however_often_it_is_entered(
     live_server: LiveServer, db: Database, smtp_sink: SmtpSink
 ) -> None:
