@@ -66,7 +66,7 @@ SEND_STATUSES: tuple[SendStatus, ...] = get_args(SendStatus)
 # A row of reader_events: what happened to a reader after a send.
 ReaderEventKind = Literal[
     "bounce",  # a permanent failure about the reader: out at once
-    "soft_bounce",  # counted against NEWSLETTER_BOUNCE_LIMIT
+    "soft_bounce",  # not a write-off yet: a refusal counted against the limit, or a delay
     "sender_refusal",  # a report of a refusal that is the sender's fault: the reader stays
     "complaint",  # an ARF spam complaint: unsubscribed
     "unsubscribe",  # by the link (web) or by email
