@@ -16,6 +16,7 @@ recipient the report names, if we mailed them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlite_utils import Database
@@ -26,13 +27,14 @@ from .errors import ConfigError
 from .keys import reader_tokens
 from .message import message_id
 from .refusals import classify_refusal, enhanced_code
+from .relays import RelayReport
 from .returned import Failure, ReturnedMail, read_returned_mail
 from .returned_sources import check_login, open_source
 from .tokens import post_tag
 from .verp import Verp
-from .vocab import MailUnsubscribeReason, ReturnAction, event_kind_for
+from .vocab import MailUnsubscribeReason, RelayService, ReturnAction, event_kind_for
 
-__all__ = ["check_login", "process_bounces"]
+__all__ = ["apply_relay_reports", "check_login", "process_bounces", "process_relay_reports"]
 
 _MESSAGE_ID = re.compile(r"^<(?P<slug>.+)\.(?P<reader>[0-9a-f]+)\.(?P<digest>[0-9a-f]{12})@.+>$")
 
@@ -47,7 +49,7 @@ class ReaderOutcome:
     status: str | None
     permanent: bool | None  # None: not a failure (a complaint, an unsubscribe)
     detail: str
-    matched_by: str  # token, message-id or recipient
+    matched_by: str  # token, message-id, recipient or relay-id
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,94 @@ def process_bounces(
         return outcomes
     finally:
         db.close()
+
+
+def process_relay_reports(
+    settings: Settings, service: RelayService, *, dry_run: bool = False
+) -> list[ReturnOutcome]:
+    """`bounces --from ses|postmark`: the service's bounces and complaints, applied with the
+    same rules and log as reports that come by mail; a report once applied is remembered (and
+    taken off SES's queue), so a second run changes nothing. A dry run changes nothing."""
+    if service == "ses":
+        from .relays.ses import reports
+    else:
+        from .relays.postmark import reports
+    return apply_relay_reports(settings, service, reports(settings), dry_run=dry_run)
+
+
+def apply_relay_reports(
+    settings: Settings,
+    service: RelayService,
+    reports: Iterable[RelayReport],
+    *,
+    dry_run: bool = False,
+) -> list[ReturnOutcome]:
+    """Apply reports a service pulled or pushed (a webhook), each in its own transaction."""
+    outcomes: list[ReturnOutcome] = []
+    with store.connect(settings.db_path) as db:
+        for report in reports:
+            outcome = _apply_relay_report(settings, db, service, report, dry_run=dry_run)
+            if outcome is not None:
+                outcomes.append(outcome)
+    return outcomes
+
+
+def _apply_relay_report(
+    settings: Settings, db: Database, service: RelayService, report: RelayReport, *, dry_run: bool
+) -> ReturnOutcome | None:
+    """One report; None for one applied before, or a suppressed address not active here."""
+    mail = report.mail
+    failure = mail.failures[0] if mail.failures else None
+    if store.relay_report_applied(db, service, report.report_id):
+        if not dry_run:
+            report.done()
+        return None
+    match = _relay_match(db, report, failure)
+    if match is None and report.message_id is None:
+        return None  # the suppression list names someone not (or no longer) an active reader
+    if match is None or mail.kind not in ("bounce report", "complaint", "unsubscribe"):
+        if match is not None and not dry_run:
+            store.record_relay_report(db, service, report.report_id)
+        why = "names no delivery of ours" if match is None else "not a bounce or complaint"
+        email = match.subscriber.email if match else _relay_recipient(mail)
+        status = failure.status if failure else None
+        return ReturnOutcome(
+            report.report_id, mail.kind, "left alone", email, None, status, f"{mail.detail}: {why}"
+        )
+    db.execute("BEGIN")
+    try:
+        reader = _apply(settings, db, mail, match)
+        store.record_relay_report(db, service, report.report_id)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("ROLLBACK" if dry_run else "COMMIT")
+    if not dry_run:
+        report.done()
+    return ReturnOutcome(
+        report.report_id, mail.kind, reader.action, reader.email, reader.slug, reader.status,
+        reader.detail, reader.matched_by, [reader],
+    )  # fmt: skip
+
+
+def _relay_recipient(mail: ReturnedMail) -> str | None:
+    return mail.recipient or next((f.recipient for f in mail.failures if f.recipient), None)
+
+
+def _relay_match(db: Database, report: RelayReport, failure: Failure | None) -> _Match | None:
+    """The delivery a relay's message id names (its address must be the report's), or for a
+    report by address alone, that address's active reader and the last post they were sent."""
+    recipient = (_relay_recipient(report.mail) or "").lower()
+    if report.message_id is not None:
+        found = store.delivery_by_relay_id(db, report.message_id)
+        if found is None or (recipient and found.subscriber.email.lower() != recipient):
+            return None
+        return _Match(found.subscriber, found.slug, "relay-id", failure)
+    subscriber = store.get_subscriber(db, recipient) if recipient else None
+    if subscriber is None or subscriber.status != "active":
+        return None
+    last = store.last_sent_delivery(db, subscriber.id)
+    return _Match(subscriber, last.slug if last else None, "recipient", failure)
 
 
 def process_message(

@@ -17,7 +17,7 @@ import typer
 
 from .errors import ConfigError, NewsletterError, environment_failure
 from .terminal import printable
-from .vocab import RETURNED_REASONS, STATUS_FILTERS
+from .vocab import RELAY_SERVICES, RETURNED_REASONS, STATUS_FILTERS
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -406,7 +406,12 @@ def dkim_generate(
 @reports_errors
 def doctor_command(
     smtp: Annotated[
-        bool, typer.Option("--smtp", help="Also connect and log in to the SMTP server.")
+        bool,
+        typer.Option(
+            "--smtp",
+            help="Also connect and log in to the SMTP server (or ask SES or Postmark for the "
+            "account's status).",
+        ),
     ] = False,
     imap: Annotated[
         bool, typer.Option("--imap", help="Also log in to the bounce mailbox over IMAP.")
@@ -581,6 +586,10 @@ def send(
     where = (
         f"SMTP {settings.smtp_host}:{settings.smtp_port}"
         if settings.uses_smtp
+        else "Amazon SES"
+        if settings.transport == "ses"
+        else "Postmark"
+        if settings.transport == "postmark"
         else f"the outbox {settings.outbox.relative_to(settings.directory)}/"
         if settings.outbox.is_relative_to(settings.directory)
         else f"the outbox {settings.outbox}"
@@ -954,18 +963,24 @@ def bounces_command(
         str | None,
         typer.Option(
             "--from",
-            metavar="PATH",
+            metavar="PATH|ses|postmark",
             help="Read saved mail instead of IMAP: an .eml file, an mbox or a Maildir "
-            "(left unchanged).",
+            "(left unchanged); or pull what a relay service kept: ses or postmark.",
         ),
     ] = None,
 ) -> None:
     """Read the bounce mailbox: mark bounced readers, unsubscribe complaints and emails."""
     from dataclasses import asdict
 
-    from .bounces import process_bounces
+    from .bounces import process_bounces, process_relay_reports
 
-    outcomes = process_bounces(_settings(), dry_run=dry_run, origin=origin)
+    service = next((word for word in RELAY_SERVICES if word == (origin or "").lower()), None)
+    settings = _settings()
+    outcomes = (
+        process_relay_reports(settings, service, dry_run=dry_run)
+        if service is not None
+        else process_bounces(settings, dry_run=dry_run, origin=origin)
+    )
     for outcome in outcomes:
         if as_json:
             _json_line({**asdict(outcome), "dry_run": dry_run})
@@ -981,10 +996,13 @@ def bounces_command(
     if not as_json:
         handled = sum(outcome.handled for outcome in outcomes)
         verb = "Would handle" if dry_run else "Handled"
-        where = "in the mailbox" if origin is None else "unhandled"
-        typer.echo(
-            f"{verb} {handled} of {len(outcomes)} messages; {len(outcomes) - handled} left {where}"
-        )
+        left = len(outcomes) - handled
+        if service is not None:
+            where = f"reports from {service}; {left} left alone"
+        else:
+            place = "in the mailbox" if origin is None else "unhandled"
+            where = f"messages; {left} left {place}"
+        typer.echo(f"{verb} {handled} of {len(outcomes)} {where}")
 
 
 @subscribers_app.command("reactivate")

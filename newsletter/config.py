@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from .addresses import normalise_address
 from .errors import ConfigError, SubscriberError
 from .headers import has_control_characters
+from .vocab import RELAY_SERVICES, TransportKind
 
 SmtpSecurity = Literal["starttls", "ssl", "none"]
 SMTP_SECURITY_CHOICES: tuple[SmtpSecurity, ...] = ("starttls", "ssl", "none")
@@ -80,6 +81,20 @@ class Settings:
     # The weekly digest goes out on this day (0 Monday .. 6 Sunday) at this hour, in `timezone`.
     digest_day: int = 6
     digest_hour: int = 8
+    # NEWSLETTER_TRANSPORT (#22): smtp, ses or postmark; unset, SMTP if a host is set, else
+    # the outbox. The relays' credentials are never shown (see __repr__).
+    transport: TransportKind = "outbox"
+    ses_region: str | None = None
+    ses_access_key_id: str | None = None
+    ses_secret_access_key: str | None = None
+    ses_configuration_set: str | None = None
+    ses_queue_url: str | None = None
+    postmark_token: str | None = None
+    postmark_account_token: str | None = None  # only for `doctor`'s sender-signature check
+    postmark_webhook_password: str | None = None  # `serve`'s /webhooks/postmark, basic auth
+    ses_topic_arn: str | None = None  # `serve`'s /webhooks/ses takes this SNS topic only
+    postmark_stream: str = "broadcast"
+    postmark_api_url: str = "https://api.postmarkapp.com"
 
     def __repr__(self) -> str:
         # Never let a password or key reach a log line or a traceback.
@@ -97,7 +112,12 @@ class Settings:
 
     @property
     def uses_smtp(self) -> bool:
-        return self.smtp_host is not None
+        return self.transport == "smtp"
+
+    @property
+    def uses_outbox(self) -> bool:
+        """Nothing to send through: each message becomes a file in the outbox."""
+        return self.transport == "outbox"
 
 
 T = TypeVar("T")
@@ -214,7 +234,48 @@ def load_settings(
         ),
         digest_day=parse("DIGEST_DAY", _weekday, 6, "a day of the week, such as sunday"),
         digest_hour=parse("DIGEST_HOUR", _at_least(0, 23), 8, "an hour from 0 to 23"),
+        transport=_transport(get("TRANSPORT"), smtp_host=get("SMTP_HOST")),
+        ses_region=get("SES_REGION"),
+        ses_access_key_id=get("SES_ACCESS_KEY_ID"),
+        ses_secret_access_key=values.get(PREFIX + "SES_SECRET_ACCESS_KEY") or None,
+        ses_configuration_set=get("SES_CONFIGURATION_SET"),
+        ses_queue_url=get("SES_QUEUE_URL"),
+        postmark_token=values.get(PREFIX + "POSTMARK_TOKEN") or None,
+        postmark_account_token=values.get(PREFIX + "POSTMARK_ACCOUNT_TOKEN") or None,
+        postmark_webhook_password=values.get(PREFIX + "POSTMARK_WEBHOOK_PASSWORD") or None,
+        ses_topic_arn=get("SES_TOPIC_ARN"),
+        postmark_stream=get("POSTMARK_STREAM", "broadcast") or "broadcast",
+        postmark_api_url=parse(
+            "POSTMARK_API_URL", _api_url, "https://api.postmarkapp.com", "an http(s) URL"
+        ),
     )
+
+
+def _transport(raw: str | None, *, smtp_host: str | None) -> TransportKind:
+    """NEWSLETTER_TRANSPORT; unset, SMTP when a host is set, else the outbox (as before #22)."""
+    if raw is None:
+        return "smtp" if smtp_host else "outbox"
+    word = raw.lower()
+    if word == "smtp":
+        if not smtp_host:
+            raise ConfigError(
+                f"{PREFIX}TRANSPORT=smtp needs {PREFIX}SMTP_HOST (unset both to write to the "
+                "outbox)"
+            )
+        return "smtp"
+    for service in RELAY_SERVICES:
+        if word == service:
+            return service
+    raise ConfigError(
+        f"{PREFIX}TRANSPORT must be one of smtp, {', '.join(RELAY_SERVICES)}, not {raw!r}"
+    )
+
+
+def _api_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(raw)
+    return raw.rstrip("/")
 
 
 def _choice(checked: str) -> SmtpSecurity:

@@ -13,6 +13,7 @@ import functools
 from sqlite_utils import Database
 
 from . import db as store
+from .envelope import service_id
 from .errors import DeliveryRefused, TransportError
 from .mailer import Transport
 from .refusals import Verdict, classify_refusal
@@ -45,6 +46,7 @@ def deliver(
                 reply=reply,
                 message_id=message_id,
                 send_id=run.send_id,
+                relay_message_id=service_id(reply),
             )
 
     attempts = recipient.attempts

@@ -64,7 +64,11 @@ def run_checks(settings: Settings, *, smtp: bool = False, imap: bool = False) ->
         check_base_url(settings),
         check_secret_key(settings),
         check_postal_address(settings),
-        check_smtp(settings, login=smtp),
+        *(
+            check_relay(settings, login=smtp)
+            if settings.transport in ("ses", "postmark")
+            else [check_smtp(settings, login=smtp)]
+        ),
         check_bounces(settings, login=imap),
         *check_posts(settings),
         check_file_permissions(settings),
@@ -202,6 +206,25 @@ def check_postal_address(settings: Settings) -> Check:
             "NEWSLETTER_POSTAL_ADDRESS is not set; CAN-SPAM asks for one in every bulk email",
         )
     return Check("Postal address", "ok", settings.postal_address)
+
+
+def check_relay(settings: Settings, *, login: bool) -> list[Check]:
+    """SES or Postmark: with `login`, the account's credentials and sending status, one line
+    each (the relays' code loads only then)."""
+    name = "SES" if settings.transport == "ses" else "Postmark"
+    if not login:
+        return [
+            Check(
+                name,
+                "ok",
+                f"mail goes through {name}'s API; `doctor --smtp` asks it for the account's status",
+            )
+        ]
+    if settings.transport == "ses":
+        from .relays.ses import check_account
+    else:
+        from .relays.postmark import check_account
+    return [Check(name, f.status, f.message) for f in check_account(settings)]
 
 
 def check_smtp(settings: Settings, *, login: bool) -> Check:

@@ -137,3 +137,7 @@ def describe_network_error(e: BaseException) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return " ".join(str(text).split()) or type(e).__name__
+
+
+class RelayError(NewsletterError):
+    """A relay service's API (SES, Postmark) cannot be reached or refused the credentials."""

@@ -1,4 +1,5 @@
-"""Where an email is sent: SMTP, or the Maildir outbox when no server is configured.
+"""Where an email is sent: SMTP, a relay's HTTP API (newsletter/relays), or the Maildir outbox
+when nothing is configured.
 
 A transport sends one finished message and returns the server's reply, or raises
 DeliveryRefused (this message) or TransportError (the connection). Retries, bounces and the
@@ -29,12 +30,21 @@ class Transport(Protocol):
 
 
 def open_transport(settings: Settings) -> Transport:
-    """SMTP when NEWSLETTER_SMTP_HOST is set, else the Maildir outbox; connects at once."""
+    """Where NEWSLETTER_TRANSPORT says (SMTP, SES, Postmark), else the Maildir outbox; an SMTP
+    connection is opened at once. The relays' libraries load only when used."""
     transport: Transport
-    if settings.uses_smtp:
+    if settings.transport == "smtp":
         smtp = SMTPTransport(settings)
         smtp.connect()
         transport = smtp
+    elif settings.transport == "ses":
+        from .relays.ses import SESTransport
+
+        transport = SESTransport(settings)
+    elif settings.transport == "postmark":
+        from .relays.postmark import PostmarkTransport
+
+        transport = PostmarkTransport(settings)
     else:
         transport = MaildirTransport(settings.outbox)
     return transport

@@ -58,7 +58,7 @@ def plan(settings: Settings, due: int, *, signed: bool, cores: int | None = None
     unsigned rate and two only 0.74-0.77 (they took the sender's core). On one core, or for a
     few readers, their start-up (half a second, 50 MB each) buys nothing.
     """
-    if not settings.uses_smtp:
+    if settings.uses_outbox:
         return Layout(1)  # one outbox writer
     cores = cores or usable_cores()
     connections = max(1, min(settings.smtp_connections, due // READERS_PER_CONNECTION))

@@ -2,8 +2,9 @@
 an mbox, a Maildir) for a host without IMAP or a downloaded bounce folder.
 
 Each source is an iterable of (id, bytes) with `done(ids)` for the messages that were handled:
-IMAP moves them to NEWSLETTER_IMAP_DONE_FOLDER, saved mail is never changed. Relay APIs (SES,
-Postmark) are to be added beside these as further sources, under the names RELAY_SOURCES keeps.
+IMAP moves them to NEWSLETTER_IMAP_DONE_FOLDER, saved mail is never changed. The relay
+services' reports (SES, Postmark: vocab.RELAY_SERVICES) are not mail: newsletter/relays pulls
+them and `bounces.process_relay_reports` applies them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from .config import Settings
 from .errors import ConfigError, MailboxError, NewsletterError, describe_network_error
+from .vocab import RELAY_SERVICES
 
 FETCH_BATCH = 100
-RELAY_SOURCES = ("ses", "postmark")  # `--from` words kept for relay APIs, not paths
 
 
 class ReturnedSource(Protocol):
@@ -42,10 +43,9 @@ def open_source(
         with imap_session(settings) as client:
             yield ImapSource(client, settings, dry_run=dry_run)
         return
-    if origin.lower() in RELAY_SOURCES:
+    if origin.lower() in RELAY_SERVICES:  # `--from` words for the relays' APIs, not paths
         raise NewsletterError(
-            f"reading returned mail from {origin} is not built yet; give the path of an .eml "
-            "file, an mbox or a Maildir"
+            f"{origin} is a relay service, not saved mail: bounces.process_relay_reports reads it"
         )
     yield FileSource(Path(origin))
 

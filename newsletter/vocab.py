@@ -110,3 +110,14 @@ def event_kind_for(effect: RefusalEffect) -> ReaderEventKind:
     if effect == "count":
         return "soft_bounce"
     return "sender_refusal"
+
+
+# --- relays ----------------------------------------------------------------------------------
+
+# Where a send's messages go: the Maildir outbox (nothing configured), an SMTP server, or a
+# relay service's HTTP API.
+TransportKind = Literal["outbox", "smtp", "ses", "postmark"]
+TRANSPORT_KINDS: tuple[TransportKind, ...] = get_args(TransportKind)
+# The relay services whose bounces and complaints `newsletter bounces --from` pulls.
+RelayService = Literal["ses", "postmark"]
+RELAY_SERVICES: tuple[RelayService, ...] = get_args(RelayService)

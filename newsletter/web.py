@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -103,8 +104,13 @@ IMAGE_HEADERS = {
 HOME_POSTS = 5
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The readers' web app for one newsletter; a bad setup fails here, not at the first visitor."""
+def create_app(
+    settings: Settings, *, sns_certificates: Callable[[str], bytes] | None = None
+) -> Starlette:
+    """The readers' web app for one newsletter; a bad setup fails here, not at the first visitor.
+
+    `sns_certificates` fetches SNS's signing certificate for /webhooks/ses (tests give theirs).
+    """
     settings.sender  # noqa: B018 - confirmation emails cannot go out without a From address
     signer_from_settings(settings)  # half a DKIM setup is an error now, not in a background task
     env = template_environment(settings.templates_dir)
@@ -115,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
     finally:
         db.close()
     site = _Site(settings, env, tokens)
+    site.sns_certificates = sns_certificates
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,6 +143,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/posts/{slug}", site.post, methods=["GET"]),
             Route("/posts/{path:path}", site.post_file, methods=["GET"]),
             Route(FEED_PATH, site.feed, methods=["GET"]),
+            Route("/webhooks/postmark", site.postmark_webhook, methods=["POST"]),
+            Route("/webhooks/ses", site.ses_webhook, methods=["POST"]),
         ],
         exception_handlers={
             BadToken: site.bad_link,
@@ -258,6 +267,7 @@ class _Site:
         self.tokens = tokens
         self.limiter = ClientLimiter(settings.subscribe_limit_per_hour)
         self.emails = WorkQueue("newsletter emails to readers")  # confirmations and welcomes
+        self.sns_certificates: Callable[[str], bytes] | None = None
         self.newsletter = {
             "title": settings.title,
             "base_url": settings.base_url,
@@ -545,6 +555,42 @@ class _Site:
             media_type="application/atom+xml",
             headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
         )
+
+    # --- the relay services' webhooks (#22) --------------------------------------------------
+
+    async def postmark_webhook(self, request: Request) -> Response:
+        """Postmark's bounce and spam-complaint webhook, behind HTTP basic auth."""
+        from .bounces import apply_relay_reports
+        from .relays.webhooks import postmark_authorised, postmark_reports
+
+        if not postmark_authorised(self.settings, request.headers.get("authorization")):
+            return JSONResponse(
+                {"error": "not authorised"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="newsletter"'},
+            )
+        try:
+            payload = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "not JSON"}, status_code=400)
+        reports = postmark_reports(payload)
+        outcomes = await run_in_threadpool(apply_relay_reports, self.settings, "postmark", reports)
+        return JSONResponse({"applied": [o.action for o in outcomes]})
+
+    async def ses_webhook(self, request: Request) -> Response:
+        """SNS's HTTP notifications of SES's bounces and complaints, signature checked."""
+        from .bounces import apply_relay_reports
+        from .relays.webhooks import WebhookRefused, sns_reports
+
+        body = await request.body()
+        try:
+            reports = await run_in_threadpool(
+                sns_reports, self.settings, body, self.sns_certificates
+            )
+        except WebhookRefused as e:
+            return JSONResponse({"error": str(e)}, status_code=403)
+        outcomes = await run_in_threadpool(apply_relay_reports, self.settings, "ses", reports)
+        return JSONResponse({"applied": [o.action for o in outcomes]})
 
     # --- errors -----------------------------------------------------------------------------
 

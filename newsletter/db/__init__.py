@@ -87,6 +87,12 @@ from .people import (
     delete_subscriber,
     personal_data,
 )
+from .relays import (
+    RelayDelivery,
+    delivery_by_relay_id,
+    record_relay_report,
+    relay_report_applied,
+)
 from .schema import (
     BUSY_TIMEOUT_SECONDS,
     connect,
@@ -175,6 +181,7 @@ __all__ = [
     "ReaderEvent",
     "ReaderEventKind",
     "Recipient",
+    "RelayDelivery",
     "StatusReason",
     "Subscriber",
     "SubscriberStatus",
@@ -193,6 +200,7 @@ __all__ = [
     "count_outstanding",
     "count_subscribers",
     "delete_subscriber",
+    "delivery_by_relay_id",
     "digest_sent",
     "digest_variants",
     "digested_slugs",
@@ -241,8 +249,10 @@ __all__ = [
     "record_feed_entry",
     "record_mail_unsubscribe",
     "record_reader_event",
+    "record_relay_report",
     "record_returned_failure",
     "record_test_delivery",
+    "relay_report_applied",
     "remove_by_author",
     "require_subscriber",
     "save_feed_check",

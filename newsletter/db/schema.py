@@ -226,6 +226,26 @@ def m009_reader_choices(db: Database) -> None:
 
 
 @migrations()
+def m011_relay_message_ids(db: Database) -> None:
+    """Sending through a relay's API (#22): the id the service gave each delivery, which its
+    bounce and complaint reports name, and the reports already applied (Postmark keeps its
+    bounces, SNS may deliver a notification twice), so a second pull changes nothing."""
+    if "relay_message_id" not in db["deliveries"].columns_dict:
+        db.execute("ALTER TABLE deliveries ADD COLUMN relay_message_id TEXT")
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS deliveries_relay_message_id ON deliveries"
+        " (relay_message_id) WHERE relay_message_id IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS relay_reports (
+            service TEXT NOT NULL CHECK (service IN ('ses', 'postmark')),
+            report_id TEXT NOT NULL,
+            applied_at TEXT NOT NULL,
+            PRIMARY KEY (service, report_id)
+        ) WITHOUT ROWID""",
+    ):
+        db.execute(statement)
+
+
+@migrations()
 def m014_digest_variants(db: Database) -> None:
     """Which set of posts a digest delivery carries (`variant`: their slugs, newest first):
     readers with the same set share one rendering, sent as one run of the connections."""

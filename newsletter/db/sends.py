@@ -197,8 +197,12 @@ def record_delivery(
     reply: str | None,
     message_id: str | None,
     send_id: int,
+    relay_message_id: str | None = None,
 ) -> None:
     """Write one delivery's outcome; committed by itself the moment it is known.
+
+    `relay_message_id` is the id a relay service (SES, Postmark) gave the message: its bounce
+    and complaint reports name the delivery by it.
 
     The reader may have been erased while their message was in flight: then the row has lost
     its address, and one statement keeps it so (the reply is stored without any address, and
@@ -212,7 +216,8 @@ def record_delivery(
         " THEN 'skipped' ELSE ? END,"
         " attempts = ?, last_reply = CASE WHEN email IS NULL THEN ? ELSE ? END,"
         " message_id = ?, send_id = ?, updated_at = ?,"
-        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END"
+        " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
+        " relay_message_id = coalesce(?, relay_message_id)"
         " WHERE id = ?",
         [
             status,
@@ -225,6 +230,7 @@ def record_delivery(
             stamp,
             status,
             stamp,
+            relay_message_id,
             delivery_id,
         ],
     )
