@@ -99,7 +99,7 @@ class PostmarkTransport:
             raise DeliveryRefused(f"connection lost: {SERVICE}: timed out", permanent=False) from e
         except httpx.HTTPError as e:
             raise DeliveryRefused(
-                f"connection lost: {SERVICE}: {one_line(e)}", permanent=False
+                f"connection lost: {SERVICE}: {_quoted(self.settings, e)}", permanent=False
             ) from e
         answer = _json(response)
         if response.status_code == 200 and answer.get("ErrorCode", 0) == 0:
@@ -153,6 +153,11 @@ def postmark_message(envelope: Envelope, stream: str) -> dict[str, Any]:
     if attachments:
         body["Attachments"] = attachments
     return body
+
+
+def _quoted(settings: Settings, e: BaseException) -> str:
+    """httpx's words for a failure, on one line and without the tokens."""
+    return one_line(e, (settings.postmark_token, settings.postmark_account_token))
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -212,7 +217,7 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
                     },
                 )
             except httpx.HTTPError as e:
-                raise RelayError(f"Postmark cannot be reached: {one_line(e)}") from e
+                raise RelayError(f"Postmark cannot be reached: {_quoted(settings, e)}") from e
             answer = _json(response)
             if response.status_code != 200:
                 raise RelayError(f"Postmark: {_refusal(settings, response, answer)}")
@@ -263,7 +268,7 @@ def check_account(settings: Settings) -> list[Finding]:
     except ConfigError as e:
         return [Finding("missing", str(e))]
     except httpx.HTTPError as e:
-        return [Finding("missing", f"Postmark cannot be reached: {one_line(e)}")]
+        return [Finding("missing", f"Postmark cannot be reached: {_quoted(settings, e)}")]
     answer = _json(stream)
     if stream.status_code != 200:
         findings.append(
