@@ -123,7 +123,8 @@ def process_relay_reports(
         from .relays.ses import reports
     else:
         from .relays.postmark import reports
-    return apply_relay_reports(settings, service, reports(settings), dry_run=dry_run)
+    pulled = reports(settings, dry_run=dry_run)
+    return apply_relay_reports(settings, service, pulled, dry_run=dry_run)
 
 
 def apply_relay_reports(

@@ -937,3 +937,39 @@ def test_no_credential_is_in_the_settings_repr(project: Path) -> None:
     assert settings.ses_secret_access_key == SECRET  # read, and yet
     text = repr(settings) + str(settings)
     assert not any(value in text for value in secrets.values())
+
+
+def test_a_dry_run_leaves_the_ses_queue_as_it_was(
+    project: Path, cli: Cli, moto: str, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="ses-reports")["QueueUrl"]
+    use_ses(project, SES_QUEUE_URL=queue)
+    verify_domain()
+    (ann,) = with_readers(project, 1)
+    cli("send", SLUG, "--yes")
+    ((_, _, relay_id),) = deliveries(project).values()
+    delivered = {"notificationType": "Delivery", "mail": {"messageId": relay_id}}
+    bounced = ses_notification(
+        "Bounce",
+        relay_id,
+        bounceType="Permanent",
+        feedbackId="fb-1",
+        bouncedRecipients=[{"emailAddress": ann, "status": "5.1.1"}],
+    )
+    for body in (json.dumps(delivered), bounced):  # raw delivery: SES's JSON itself
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+    replay.answer = lambda request: (200, {}, {"SuppressedDestinationSummaries": []})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", replay.url)
+
+    def waiting() -> int:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    dry = cli("bounces", "--from", "ses", "--dry-run")
+    assert "Would handle 1 of 1 reports from ses" in dry.output
+    assert waiting() == 2 and readers(project) == {ann: ("active", None)}
+    cli("bounces", "--from", "ses")
+    assert waiting() == 0 and readers(project) == {ann: ("bounced", "bounce")}

@@ -201,9 +201,10 @@ def _refusal(
 # --- what comes back -------------------------------------------------------------------------
 
 
-def reports(settings: Settings) -> Iterator[RelayReport]:
+def reports(settings: Settings, *, dry_run: bool = False) -> Iterator[RelayReport]:
     """Every bounce Postmark holds for the stream, newest first: hard and soft bounces, spam
-    complaints (a bounce of type SpamComplaint), unsubscribe requests and the rest."""
+    complaints (a bounce of type SpamComplaint), unsubscribe requests and the rest. Reading
+    changes nothing at Postmark, a dry run or not."""
     with _client(settings) as client:
         offset = 0
         while True:

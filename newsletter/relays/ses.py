@@ -196,9 +196,10 @@ def _refusal(settings: Settings, e: ClientError) -> DeliveryRefused | TransportE
 # --- what comes back -------------------------------------------------------------------------
 
 
-def reports(settings: Settings) -> Iterator[RelayReport]:
+def reports(settings: Settings, *, dry_run: bool = False) -> Iterator[RelayReport]:
     """Each SES report in the queue, then on the suppression list; the caller applies it and
-    calls `done()` on the queue's ones it applied (or found applied), which deletes them."""
+    calls `done()` on the queue's ones it applied (or found applied), which deletes them. A
+    dry run deletes nothing, not even the notifications that carry no report."""
     if not settings.ses_queue_url:
         raise ConfigError(
             "NEWSLETTER_SES_QUEUE_URL is not set: set it to the SQS queue subscribed to the SNS "
@@ -206,7 +207,7 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
         )
     sqs = client(settings, "sqs")
     try:
-        yield from _queue_reports(settings, sqs)
+        yield from _queue_reports(settings, sqs, dry_run=dry_run)
         yield from _suppressed(settings)
     except ClientError as e:
         code, message, status = _error(settings, e)
@@ -221,7 +222,7 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
         sqs.close()
 
 
-def _queue_reports(settings: Settings, sqs: Any) -> Iterator[RelayReport]:
+def _queue_reports(settings: Settings, sqs: Any, *, dry_run: bool) -> Iterator[RelayReport]:
     """The queue's notifications, each hidden from other readers while this run looks at it;
     those not applied (a dry run, a report naming no delivery of ours) are shown again at the
     end, and the applied ones deleted as they are applied."""
@@ -257,7 +258,7 @@ def _queue_reports(settings: Settings, sqs: Any) -> Iterator[RelayReport]:
                 handle = message["ReceiptHandle"]
                 kept[handle] = message["MessageId"]
                 found = list(_notification_reports(message["Body"], deleter(handle)))
-                if not found:  # a delivery or send notification, or not SES's: nothing to do
+                if not found and not dry_run:  # a delivery notification, or not SES's
                     deleter(handle)()
                 yield from found
     finally:
