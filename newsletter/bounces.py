@@ -123,7 +123,8 @@ def process_relay_reports(
         from .relays.ses import reports
     else:
         from .relays.postmark import reports
-    return apply_relay_reports(settings, service, reports(settings), dry_run=dry_run)
+    pulled = reports(settings, dry_run=dry_run)
+    return apply_relay_reports(settings, service, pulled, dry_run=dry_run)
 
 
 def apply_relay_reports(
@@ -154,7 +155,7 @@ def _apply_relay_report(
             report.done()
         return None
     match = _relay_match(db, report, failure)
-    if match is None and report.message_id is None:
+    if match is None and report.by_address:
         return None  # the suppression list names someone not (or no longer) an active reader
     if match is None or mail.kind not in ("bounce report", "complaint", "unsubscribe"):
         if match is not None and not dry_run:
@@ -187,9 +188,11 @@ def _relay_recipient(mail: ReturnedMail) -> str | None:
 
 def _relay_match(db: Database, report: RelayReport, failure: Failure | None) -> _Match | None:
     """The delivery a relay's message id names (its address must be the report's), or for a
-    report by address alone, that address's active reader and the last post they were sent."""
+    suppression-list entry, that address's active reader and the last post they were sent."""
     recipient = (_relay_recipient(report.mail) or "").lower()
-    if report.message_id is not None:
+    if not report.by_address:
+        if not report.message_id:  # nothing names a delivery: not acted on by address alone
+            return None
         found = store.delivery_by_relay_id(db, report.message_id)
         if found is None or (recipient and found.subscriber.email.lower() != recipient):
             return None

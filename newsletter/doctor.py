@@ -221,10 +221,25 @@ def check_relay(settings: Settings, *, login: bool) -> list[Check]:
             )
         ]
     if settings.transport == "ses":
-        from .relays.ses import check_account
+        from .relays.ses import check_account as check_ses
+
+        findings = check_ses(settings, readers=_active_readers(settings))
     else:
         from .relays.postmark import check_account
-    return [Check(name, f.status, f.message) for f in check_account(settings)]
+
+        findings = check_account(settings)
+    return [Check(name, f.status, f.message) for f in findings]
+
+
+def _active_readers(settings: Settings) -> int | None:
+    """How many readers a send would mail (None: no database yet; a check never makes one)."""
+    if not settings.db_path.is_file():
+        return None
+    try:
+        with store.connect(settings.db_path) as database:
+            return store.count_subscribers(database)
+    except NewsletterError:
+        return None
 
 
 def check_smtp(settings: Settings, *, login: bool) -> Check:
@@ -282,7 +297,19 @@ def check_file_permissions(settings: Settings) -> Check:
 
 
 def check_bounces(settings: Settings, *, login: bool) -> Check:
-    """Bounces and complaints come back to a mailbox `newsletter bounces` reads (#13)."""
+    """Bounces and complaints come back to a mailbox `newsletter bounces` reads (#13), or by a
+    relay service's API (#22)."""
+    if settings.transport == "postmark":
+        return Check(
+            "Bounces",
+            "ok",
+            "Postmark keeps them: `newsletter bounces --from postmark` reads them (or its "
+            "webhook, on `serve`)",
+        )
+    if settings.transport == "ses" and settings.ses_queue_url and not settings.bounce_address:
+        return Check(
+            "Bounces", "ok", "SES reports them to the SQS queue `bounces --from ses` reads"
+        )
     if not settings.bounce_address:
         return Check(
             "Bounces",

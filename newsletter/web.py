@@ -104,12 +104,11 @@ IMAGE_HEADERS = {
 HOME_POSTS = 5
 
 
-def create_app(
-    settings: Settings, *, sns_certificates: Callable[[str], bytes] | None = None
-) -> Starlette:
+def create_app(settings: Settings, *, sns_fetch: Callable[[str], bytes] | None = None) -> Starlette:
     """The readers' web app for one newsletter; a bad setup fails here, not at the first visitor.
 
-    `sns_certificates` fetches SNS's signing certificate for /webhooks/ses (tests give theirs).
+    `sns_fetch` GETs from SNS for /webhooks/ses: its signing certificate, a subscription's
+    confirmation (tests give theirs).
     """
     settings.sender  # noqa: B018 - confirmation emails cannot go out without a From address
     signer_from_settings(settings)  # half a DKIM setup is an error now, not in a background task
@@ -121,7 +120,7 @@ def create_app(
     finally:
         db.close()
     site = _Site(settings, env, tokens)
-    site.sns_certificates = sns_certificates
+    site.sns_fetch = sns_fetch
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -267,7 +266,7 @@ class _Site:
         self.tokens = tokens
         self.limiter = ClientLimiter(settings.subscribe_limit_per_hour)
         self.emails = WorkQueue("newsletter emails to readers")  # confirmations and welcomes
-        self.sns_certificates: Callable[[str], bytes] | None = None
+        self.sns_fetch: Callable[[str], bytes] | None = None
         self.newsletter = {
             "title": settings.title,
             "base_url": settings.base_url,
@@ -580,15 +579,16 @@ class _Site:
     async def ses_webhook(self, request: Request) -> Response:
         """SNS's HTTP notifications of SES's bounces and complaints, signature checked."""
         from .bounces import apply_relay_reports
+        from .errors import RelayError
         from .relays.webhooks import WebhookRefused, sns_reports
 
         body = await request.body()
         try:
-            reports = await run_in_threadpool(
-                sns_reports, self.settings, body, self.sns_certificates
-            )
+            reports = await run_in_threadpool(sns_reports, self.settings, body, self.sns_fetch)
         except WebhookRefused as e:
             return JSONResponse({"error": str(e)}, status_code=403)
+        except RelayError as e:  # the subscription could not be confirmed: SNS may try again
+            return JSONResponse({"error": str(e)}, status_code=502)
         outcomes = await run_in_threadpool(apply_relay_reports, self.settings, "ses", reports)
         return JSONResponse({"applied": [o.action for o in outcomes]})
 

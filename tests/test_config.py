@@ -139,3 +139,16 @@ def test_bad_post_settings_are_one_line_errors(
     with pytest.raises(ConfigError) as error:
         load_settings(tmp_path, environ={f"NEWSLETTER_{name}": value})
     assert str(error.value) == message
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    """Each NEWSLETTER_* name load_settings reads has its line in .env.example."""
+    import re
+
+    from .conftest import REPO
+
+    source = (REPO / "newsletter" / "config.py").read_text()
+    names = set(re.findall(r'(?:get|parse|values\.get)\(\s*(?:PREFIX \+ )?"([A-Z0-9_]+)"', source))
+    assert {"TRANSPORT", "SES_SECRET_ACCESS_KEY", "POSTMARK_TOKEN", "SMTP_RATE"} <= names
+    example = (REPO / ".env.example").read_text()
+    assert [n for n in sorted(names) if f"NEWSLETTER_{n}=" not in example] == []

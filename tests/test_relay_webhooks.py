@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from newsletter.config import load_settings
+from newsletter.errors import RelayError
 from newsletter.web import create_app
 
 from .conftest import Cli, wait_for, write_env
@@ -53,14 +54,36 @@ def make_certificate() -> tuple[rsa.RSAPrivateKey, bytes]:
 KEY, CERTIFICATE = make_certificate()
 
 
-def signed(message: dict[str, str], key: rsa.RSAPrivateKey = KEY) -> dict[str, str]:
-    """An SNS message signed as SNS signs it (SignatureVersion 2: SHA256 with RSA)."""
-    fields = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+# SNS's documented order for a subscription's (and an unsubscribe's) confirmation.
+CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
+SUBSCRIBE_URL = (
+    "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn="
+    + TOPIC
+    + "&Token=2336412f37"
+)
+
+
+def signed(
+    message: dict[str, str], key: rsa.RSAPrivateKey = KEY, version: str = "2"
+) -> dict[str, str]:
+    """An SNS message signed as SNS signs it: SignatureVersion 1 is SHA1 with RSA, 2 SHA256."""
+    notification = message["Type"] == "Notification"
+    fields = NOTIFICATION_FIELDS if notification else CONFIRMATION_FIELDS
     text = "".join(f"{k}\n{message[k]}\n" for k in fields if k in message)
-    signature = key.sign(text.encode(), padding.PKCS1v15(), hashes.SHA256())
+    algorithm = hashes.SHA1() if version == "1" else hashes.SHA256()
+    signature = key.sign(text.encode(), padding.PKCS1v15(), algorithm)
     return {
         **message,
-        "SignatureVersion": "2",
+        "SignatureVersion": version,
         "Signature": base64.b64encode(signature).decode(),
         "SigningCertURL": CERT_URL,
     }
@@ -74,13 +97,17 @@ def serve(project: Path) -> Iterator[Callable[[], tuple[str, list[str]]]]:
 
     def certificates(url: str) -> bytes:
         fetched.append(url)
+        if url == SUBSCRIBE_URL:  # SNS's answer to a confirmation (or its failure)
+            if "fail" in fetched:
+                raise RelayError("Amazon SNS cannot be reached: timed out")
+            return b"<ConfirmSubscriptionResponse/>"
         assert url == CERT_URL
         return CERTIFICATE
 
     def start() -> tuple[str, list[str]]:
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
-        app = create_app(load_settings(project, environ={}), sns_certificates=certificates)
+        app = create_app(load_settings(project, environ={}), sns_fetch=certificates)
         server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
         thread.start()
@@ -127,13 +154,20 @@ def bounce_notification(message_id: str, email: str, topic: str = TOPIC) -> dict
     }
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
 def test_a_signed_sns_notification_is_applied_once(
-    project: Path, cli: Cli, replay: ReplayServer, aws_credentials: None, monkeypatch, serve
+    project: Path,
+    cli: Cli,
+    replay: ReplayServer,
+    aws_credentials: None,
+    monkeypatch,
+    serve,
+    version: str,
 ) -> None:
     ann, bob = sent_through_ses(project, cli, replay, monkeypatch)
     ids = {email: relay_id for email, (_, _, relay_id) in deliveries(project).items()}
     url, fetched = serve()
-    body = signed(bounce_notification(ids[ann], ann))
+    body = signed(bounce_notification(ids[ann], ann), version=version)
     first = httpx.post(f"{url}/webhooks/ses", json=body)
     assert (first.status_code, first.json()) == (200, {"applied": ["bounced"]})
     again = httpx.post(f"{url}/webhooks/ses", json=body)  # SNS may deliver twice
@@ -150,6 +184,9 @@ def test_a_signed_sns_notification_is_applied_once(
         "other key",
         "http certificate",
         "certificate elsewhere",
+        "lookalike host",
+        "version 1 signed as 2",
+        "unknown version",
         "other topic",
     ],
 )
@@ -175,28 +212,120 @@ def test_sns_notifications_not_signed_by_sns_change_nothing(
         body = {**signed(message), "SigningCertURL": CERT_URL.replace("https", "http")}
     elif forge == "certificate elsewhere":
         body = {**signed(message), "SigningCertURL": "https://sns.evil.example/cert.pem"}
+    elif forge == "lookalike host":
+        body = {
+            **signed(message),
+            "SigningCertURL": "https://sns.eu-west-1.amazonaws.com.evil.example/cert.pem",
+        }
+    elif forge == "version 1 signed as 2":
+        body = {**signed(message), "SignatureVersion": "1"}
+    elif forge == "unknown version":
+        body = {**signed(message), "SignatureVersion": "3"}
     else:
         body = signed(bounce_notification(ids[ann], ann, topic=TOPIC + "-other"))
     url, fetched = serve()
     response = httpx.post(f"{url}/webhooks/ses", json=body)
     assert response.status_code == 403
     assert set(readers(project).values()) == {("active", None)}
-    if forge in ("unsigned", "http certificate", "certificate elsewhere"):
+    if forge in ("unsigned", "http certificate", "certificate elsewhere", "lookalike host"):
         assert fetched == []  # nothing is fetched from anywhere but SNS over https
 
 
-@pytest.mark.parametrize("auth", [None, ("newsletter", "wrong"), ("postmark", PASSWORD)])
-def test_the_postmark_webhook_needs_its_password(
+def confirmation(kind: str = "SubscriptionConfirmation", **fields: str) -> dict[str, str]:
+    message = {
+        "Type": kind,
+        "MessageId": "sns-confirm-1",
+        "Token": "2336412f37",
+        "TopicArn": TOPIC,
+        "Message": f"You have chosen to subscribe to the topic {TOPIC}.",
+        "SubscribeURL": SUBSCRIBE_URL,
+        "Timestamp": "2026-12-07T06:00:00.000Z",
+    }
+    return {**message, **fields}
+
+
+def test_a_signed_subscription_confirmation_for_our_topic_is_confirmed(
+    project: Path, serve
+) -> None:
+    write_env(project, SES_TOPIC_ARN=TOPIC)
+    url, fetched = serve()
+    response = httpx.post(f"{url}/webhooks/ses", json=signed(confirmation()))
+    assert (response.status_code, response.json()) == (200, {"applied": []})
+    assert fetched == [CERT_URL, SUBSCRIBE_URL]  # checked, then SubscribeURL visited
+    unsubscribed = httpx.post(
+        f"{url}/webhooks/ses", json=signed(confirmation("UnsubscribeConfirmation"))
+    )
+    assert (unsubscribed.status_code, unsubscribed.json()) == (200, {"applied": []})
+    assert fetched.count(SUBSCRIBE_URL) == 1  # an unsubscribe's URL is never visited
+
+
+@pytest.mark.parametrize("forge", ["unsigned", "other topic", "subscribe elsewhere", "no topic"])
+def test_a_subscription_confirmation_not_ours_is_never_visited(
+    project: Path, serve, forge: str
+) -> None:
+    if forge != "no topic":
+        write_env(project, SES_TOPIC_ARN=TOPIC)
+    message = {
+        "unsigned": confirmation(),
+        "other topic": signed(confirmation(TopicArn=TOPIC + "-other")),
+        "subscribe elsewhere": signed(
+            confirmation(SubscribeURL="https://evil.example/?Action=ConfirmSubscription")
+        ),
+        "no topic": signed(confirmation()),  # NEWSLETTER_SES_TOPIC_ARN unset: no topic is ours
+    }[forge]
+    url, fetched = serve()
+    response = httpx.post(f"{url}/webhooks/ses", json=message)
+    assert response.status_code == 403
+    assert SUBSCRIBE_URL not in fetched and not any("evil" in u for u in fetched)
+
+
+def test_a_confirmation_sns_does_not_answer_is_a_502_and_can_come_again(
+    project: Path, serve
+) -> None:
+    write_env(project, SES_TOPIC_ARN=TOPIC)
+    url, fetched = serve()
+    fetched.append("fail")  # the stand-in for SNS fails the next visit
+    response = httpx.post(f"{url}/webhooks/ses", json=signed(confirmation()))
+    assert response.status_code == 502
+    assert response.json() == {"error": "Amazon SNS cannot be reached: timed out"}
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, ("newsletter", "wrong"), ("postmark", PASSWORD), ("newsletter", PASSWORD + "x")],
+)
+def test_the_postmark_webhook_needs_its_password_and_changes_nothing_without(
     project: Path, cli: Cli, replay: ReplayServer, serve, auth
 ) -> None:
     use_postmark(project, replay)
     write_env(project, POSTMARK_WEBHOOK_PASSWORD=PASSWORD)
-    url, _ = serve()
-    response = httpx.post(
-        f"{url}/webhooks/postmark", json={"RecordType": "SpamComplaint"}, auth=auth
+    ann, bob = with_readers(project, 2)
+    replay.answer = lambda request: (
+        200,
+        {},
+        {"ErrorCode": 0, "MessageID": f"pm-{len(replay.requests)}"},
     )
-    assert response.status_code == 401
-    assert PASSWORD not in response.text
+    cli("send", SLUG, "--yes")
+    url, _ = serve()
+    complaint = {"RecordType": "SpamComplaint", "ID": 7001, "Type": "SpamComplaint"}
+    for email, (_, _, relay_id) in deliveries(project).items():
+        body = {**complaint, "MessageID": relay_id, "Email": email}
+        response = httpx.post(f"{url}/webhooks/postmark", json=body, auth=auth)
+        assert response.status_code == 401
+        assert PASSWORD not in response.text
+    assert readers(project) == {ann: ("active", None), bob: ("active", None)}
+
+
+def test_the_postmark_webhook_is_closed_until_its_password_is_set(
+    project: Path, cli: Cli, replay: ReplayServer, serve
+) -> None:
+    use_postmark(project, replay)
+    url, _ = serve()
+    for auth in (None, ("newsletter", ""), ("newsletter", "None")):
+        response = httpx.post(
+            f"{url}/webhooks/postmark", json={"RecordType": "SpamComplaint"}, auth=auth
+        )
+        assert response.status_code == 401
 
 
 def test_a_postmark_spam_complaint_by_webhook_unsubscribes_the_reader(

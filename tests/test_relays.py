@@ -5,16 +5,20 @@ documented requests and answers (tests/relay_servers.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import shutil
 from pathlib import Path
 
 import boto3
 import dkim
 import pytest
+from typer.testing import CliRunner
 
 from newsletter import db as store
 
-from .conftest import Cli, add_readers, write_env
+from .conftest import Cli, SmtpSink, add_readers, write_env
 from .relay_servers import (
     REGION,
     ReplayServer,
@@ -599,3 +603,373 @@ def test_the_ses_daily_quota_stops_the_send_and_keeps_the_rest_pending(
     logged = deliveries(project)
     assert logged[first][:2] == ("failed", 1) and {logged[a][0] for a in rest} == {"pending"}
     assert len(replay.requests) == 1  # no retry wasted on a quota that lasts the day
+
+
+# --- the same message as SMTP's, the rate cap -----------------------------------------------
+
+
+def _unstamped(data: bytes) -> bytes:
+    """A message without what differs from one send to the next: its Date, its MIME boundary
+    (random per send) and so its DKIM signature, which is checked apart."""
+    data = re.sub(rb"^DKIM-Signature:.*?\r\n(?![ \t])", b"", data, flags=re.S)
+    data = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", data)
+    boundary = re.search(rb'boundary="([^"]+)"', data)
+    assert boundary is not None
+    return data.replace(boundary.group(1), b"-")
+
+
+def test_ses_carries_exactly_the_bytes_smtp_sends_and_the_verp_address(
+    project: Path,
+    smtp_sink: SmtpSink,
+    replay: ReplayServer,
+    aws_credentials: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One newsletter copied before its first send, sent once by SMTP and once by SES: each
+    reader's bytes are the same but for the Date, the MIME boundary and so the signature (each
+    verifies); the envelope sender SMTP gives (the VERP address) is SES's feedback-forwarding
+    address (SES v2 takes no Return-Path: its MAIL FROM is its own)."""
+    lookup = use_new_key(project, Cli(project, CliRunner()))
+    write_env(project, BOUNCE_ADDRESS="bounces@example.org", SECRET_KEY="s" * 43)
+    addresses = with_readers(project, 3)
+    twin = project.parent / "twin"
+    shutil.copytree(project, twin)
+    write_env(
+        project,
+        SMTP_HOST=smtp_sink.host,
+        SMTP_PORT=smtp_sink.port,
+        SMTP_SECURITY="none",
+        SMTP_TIMEOUT="10",
+    )
+    Cli(project, CliRunner())("send", SLUG, "--yes")
+    by_smtp = {m.rcpt_tos[0]: m for m in smtp_sink.received}
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", replay.url)
+    use_ses(twin, BOUNCE_ADDRESS="bounces@example.org")
+    replay.answer = lambda request: (200, {}, {"MessageId": f"ses-{len(replay.requests)}"})
+    Cli(twin, CliRunner())("send", SLUG, "--yes")
+    requests = [r.json() for r in replay.requests]
+    assert sorted(r["Destination"]["ToAddresses"][0] for r in requests) == addresses
+    for request in requests:
+        recipient = request["Destination"]["ToAddresses"][0]
+        data = base64.b64decode(request["Content"]["Raw"]["Data"])
+        smtp = by_smtp[recipient]
+        assert dkim.verify(data, dnsfunc=lookup) and dkim.verify(smtp.data, dnsfunc=lookup)
+        assert _unstamped(data) == _unstamped(smtp.data)
+        assert data.count(b"\r\n") == smtp.data.count(b"\r\n")  # nothing re-folded
+        assert request["FeedbackForwardingEmailAddress"] == smtp.mail_from
+        assert smtp.mail_from.startswith("bounces+") and smtp.mail_from.endswith("@example.org")
+        assert request["FromEmailAddress"] == "jane@example.org"
+
+
+@pytest.mark.parametrize("service", ["ses", "postmark"])
+def test_the_rate_cap_holds_through_a_relay(
+    project: Path,
+    cli: Cli,
+    replay: ReplayServer,
+    aws_credentials: None,
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+) -> None:
+    rate = 20
+    cap = {"SMTP_RATE": rate, "SMTP_CONNECTIONS": 2}
+    if service == "ses":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", replay.url)
+        use_ses(project, **cap)
+        replay.answer = lambda request: (200, {}, {"MessageId": f"ses-{len(replay.requests)}"})
+    else:
+        use_postmark(project, replay, **cap)
+        replay.answer = lambda request: (
+            200,
+            {},
+            {"ErrorCode": 0, "MessageID": f"pm-{len(replay.requests)}"},
+        )
+    with_readers(project, 8)
+    cli("send", SLUG, "--yes")
+    times = sorted(r.at for r in replay.requests)
+    assert len(times) == 8
+    assert times[-1] - times[0] >= 7 / rate * 0.9  # 8 at 20 a second, over two connections
+
+
+def test_postmark_refusing_an_inactive_recipient_counts_against_that_reader(
+    project: Path, cli: Cli, replay: ReplayServer
+) -> None:
+    """Postmark's 406 (it will not send where an address bounced or complained) is an SMTP
+    550 5.2.1 at RCPT: counted against the reader, not retried; the others are sent."""
+    use_postmark(project, replay)
+    ann, bob, cat = with_readers(project, 3)
+
+    def answer(request: Request):
+        if bob in request.json()["To"]:
+            return 422, {}, {"ErrorCode": 406, "Message": "You tried to send to inactive."}
+        return 200, {}, {"ErrorCode": 0, "MessageID": f"pm-{len(replay.requests)}"}
+
+    replay.answer = answer
+    cli("send", SLUG, "--yes")
+    logged = deliveries(project)
+    assert {a: logged[a][:2] for a in (ann, cat)} == {ann: ("sent", 1), cat: ("sent", 1)}
+    assert logged[bob][1] == 1 and logged[bob][0] != "sent"
+    with store.connect(project / "newsletter.db") as db:
+        assert store.get_subscriber(db, bob).bounces == 1
+        assert store.get_subscriber(db, ann).bounces == 0
+
+
+# --- bad credentials against moto's own signature and permission checks ---------------------
+
+
+@pytest.mark.parametrize("refusal", ["unknown key", "wrong secret", "no permission"])
+def test_ses_refusing_the_credentials_stops_the_send_against_moto(
+    project: Path, cli: Cli, moto: str, refusal: str
+) -> None:
+    import requests
+
+    iam = boto3.client("iam", region_name=REGION)
+    verify_domain()
+    iam.create_user(UserName="newsletter")
+    key = iam.create_access_key(UserName="newsletter")["AccessKey"]
+    allowed = "sqs:*" if refusal == "no permission" else "ses:SendEmail"
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName="newsletter", PolicyName="send", PolicyDocument=json.dumps(policy))
+    key_id = "AKIAUNKNOWN0000000000" if refusal == "unknown key" else key["AccessKeyId"]
+    secret = SECRET if refusal == "wrong secret" else key["SecretAccessKey"]
+    use_ses(project, SES_ACCESS_KEY_ID=key_id, SES_SECRET_ACCESS_KEY=secret)
+    first, *rest = with_readers(project, 4)
+    requests.post(f"{moto}/moto-api/reset-auth", data=b"0", timeout=10)
+    try:
+        result = cli("send", SLUG, "--yes", ok=False)
+    finally:
+        requests.post(f"{moto}/moto-api/reset-auth", data=b"inf", timeout=10)
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    expected = {
+        "unknown key": "Amazon SES refused the credentials (InvalidClientTokenId: ",
+        "wrong secret": "Amazon SES refused the credentials (SignatureDoesNotMatch: ",
+        "no permission": "Amazon SES: the key is not allowed this (AccessDenied",
+    }[refusal]
+    assert last.startswith("Error: stopped early: ") and expected in last, last
+    logged = deliveries(project)
+    assert logged[first][:2] == ("failed", 1) and {logged[a][0] for a in rest} == {"pending"}
+    assert set(readers(project).values()) == {("active", None)}
+    assert ses_sent_messages() == []
+    assert SECRET not in result.output and key["SecretAccessKey"] not in result.output
+    assert "<?xml" not in result.output  # the code and message, not the XML they came in
+
+
+# --- reports that name no delivery of ours change nothing ------------------------------------
+
+
+def test_ses_reports_naming_no_delivery_of_ours_change_nothing(
+    project: Path, cli: Cli, moto: str, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    sns = boto3.client("sns", region_name=REGION)
+    queue = sqs.create_queue(QueueName="ses-reports")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    topic = sns.create_topic(Name="ses-reports")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    use_ses(project, SES_QUEUE_URL=queue)
+    verify_domain()
+    ann, bob = with_readers(project, 2)
+    cli("send", SLUG, "--yes")
+    ids = {email: relay_id for email, (_, _, relay_id) in deliveries(project).items()}
+    hard = {"status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}
+
+    def bounce(message_id: str | None, email: str, feedback: str) -> str:
+        notice = json.loads(
+            ses_notification(
+                "Bounce",
+                message_id or "",
+                bounceType="Permanent",
+                feedbackId=feedback,
+                bouncedRecipients=[{"emailAddress": email, **hard}],
+            )
+        )
+        if message_id is None:
+            del notice["mail"]["messageId"]
+        return json.dumps(notice)
+
+    for message in (
+        bounce(ids[bob], ann, "fb-forged"),  # bob's message, ann's address: forged or mangled
+        bounce("0100-unknown", ann, "fb-unknown"),
+        bounce(None, bob, "fb-no-id"),  # names an address only: not enough
+        ses_notification(  # a complaint about ann on bob's message
+            "Complaint",
+            ids[bob],
+            feedbackId="fb-complaint",
+            complaintFeedbackType="abuse",
+            complainedRecipients=[{"emailAddress": ann}],
+        ),
+    ):
+        sns.publish(TopicArn=topic, Message=message)
+    replay.answer = lambda request: (200, {}, {"SuppressedDestinationSummaries": []})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", replay.url)  # moto has no suppression list
+    result = cli("bounces", "--from", "ses", "--json")
+    outcomes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["action"] for o in outcomes] == ["left alone"] * 4
+    assert all("names no delivery of ours" in o["detail"] for o in outcomes)
+    assert readers(project) == {ann: ("active", None), bob: ("active", None)}
+    with store.connect(project / "newsletter.db") as db:
+        assert store.reader_events(db, slug=SLUG) == []
+        assert store.get_subscriber(db, ann).bounces == 0
+
+
+def test_postmark_bounces_naming_no_delivery_of_ours_change_nothing(
+    project: Path, cli: Cli, replay: ReplayServer
+) -> None:
+    use_postmark(project, replay)
+    ann, bob = with_readers(project, 2)
+    replay.answer = lambda request: (
+        200,
+        {},
+        {"ErrorCode": 0, "MessageID": f"pm-{len(replay.requests)}"},
+    )
+    cli("send", SLUG, "--yes")
+    ids = {email: relay_id for email, (_, _, relay_id) in deliveries(project).items()}
+    details = "smtp;550 5.1.1 The email account does not exist"
+    held = [
+        {"ID": 1, "Type": "HardBounce", "MessageID": ids[bob], "Email": ann, "Details": details},
+        {"ID": 2, "Type": "HardBounce", "MessageID": "pm-unknown", "Email": ann},
+        {"ID": 3, "Type": "HardBounce", "MessageID": "", "Email": bob, "Details": details},
+        {"ID": 4, "Type": "SpamComplaint", "MessageID": ids[ann], "Email": bob},
+    ]
+    replay.answer = lambda request: (200, {}, {"TotalCount": len(held), "Bounces": held})
+    result = cli("bounces", "--from", "postmark")
+    assert "Handled 0 of 4 reports from postmark; 4 left alone" in result.output
+    assert readers(project) == {ann: ("active", None), bob: ("active", None)}
+    with store.connect(project / "newsletter.db") as db:
+        assert store.reader_events(db, slug=SLUG) == []
+
+
+# --- doctor, and where the credentials live ---------------------------------------------------
+
+
+def _ses_account(daily: float, sent: float, rate: float = 14.0):
+    def account(request: Request):
+        if request.path == "/v2/email/account":
+            quota = {"Max24HourSend": daily, "MaxSendRate": rate, "SentLast24Hours": sent}
+            return (
+                200,
+                {},
+                {"SendQuota": quota, "SendingEnabled": True, "ProductionAccessEnabled": True},
+            )
+        if request.path.startswith("/v2/email/identities/"):
+            return 200, {}, {"VerifiedForSendingStatus": True, "IdentityType": "DOMAIN"}
+        if request.path == "/":  # SQS GetQueueAttributes (JSON protocol)
+            return aws_error(400, "AWS.SimpleQueueService.NonExistentQueue", "no such queue")
+        return aws_error(404, "NotFoundException", request.path)
+
+    return account
+
+
+def test_doctor_says_when_the_ses_quota_left_today_is_below_the_list(
+    project: Path,
+    cli: Cli,
+    replay: ReplayServer,
+    aws_credentials: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", replay.url)
+    use_ses(project, SMTP_RATE=14, SES_QUEUE_URL=f"{replay.url}/123456789012/gone")
+    with_readers(project, 5)
+    replay.answer = _ses_account(daily=50_000, sent=49_997)
+    result = cli("doctor", "--smtp", ok=False)
+    lines = [line for line in result.output.splitlines() if " SES " in f" {line} "]
+    assert any("production, 49997 of 50000 sent in 24 hours" in line for line in lines), lines
+    assert any(
+        "5 active readers, but only 3 of SES's 50000 messages a day are left" in line
+        for line in lines
+    ), lines
+    # the queue's own line, the account's lines still there
+    assert any(
+        "the SES report queue NEWSLETTER_SES_QUEUE_URL cannot be read "
+        "(AWS.SimpleQueueService.NonExistentQueue: no such queue)" in line
+        for line in lines
+    ), lines
+    assert not any("NEWSLETTER_SMTP_RATE=" in line for line in lines)  # the rate is set
+    replay.answer = _ses_account(daily=50_000, sent=10)
+    roomy = cli("doctor", "--smtp", ok=False)
+    assert "active readers, but only" not in roomy.output
+
+
+def test_doctor_says_postmark_keeps_the_bounces(
+    project: Path, cli: Cli, replay: ReplayServer
+) -> None:
+    use_postmark(project, replay)
+    result = cli("doctor", ok=False)
+    bounces = next(line for line in result.output.splitlines() if "Bounces" in line)
+    assert "`newsletter bounces --from postmark` reads them" in bounces
+    assert "nothing reads them" not in result.output
+
+
+def test_a_world_readable_env_holding_relay_credentials_is_flagged_never_shown(
+    project: Path, cli: Cli, replay: ReplayServer
+) -> None:
+    env = project / ".env"
+    for write in (
+        lambda: use_postmark(project, replay, POSTMARK_ACCOUNT_TOKEN="pm-account-SECRET"),
+        lambda: use_ses(project),
+    ):
+        write()
+        env.chmod(0o644)
+        result = cli("doctor", ok=False)
+        permissions = next(line for line in result.output.splitlines() if "Permissions" in line)
+        assert f"other users can read {env}: run `chmod 600 {env}`" in permissions
+        assert SECRET not in result.output and TOKEN not in result.output
+        assert "pm-account-SECRET" not in result.output
+        env.chmod(0o600)
+        assert "other users can read" not in cli("doctor", ok=False).output
+
+
+def test_no_credential_is_in_the_settings_repr(project: Path) -> None:
+    from newsletter.config import load_settings
+
+    secrets = {
+        "SES_ACCESS_KEY_ID": "AKIDREPRTEST0000",
+        "SES_SECRET_ACCESS_KEY": SECRET,
+        "POSTMARK_TOKEN": TOKEN,
+        "POSTMARK_ACCOUNT_TOKEN": "pm-account-SECRET",
+        "POSTMARK_WEBHOOK_PASSWORD": "hook-SECRET",
+    }
+    write_env(project, TRANSPORT="ses", **secrets)
+    settings = load_settings(project, environ={})
+    assert settings.ses_secret_access_key == SECRET  # read, and yet
+    text = repr(settings) + str(settings)
+    assert not any(value in text for value in secrets.values())
+
+
+def test_a_dry_run_leaves_the_ses_queue_as_it_was(
+    project: Path, cli: Cli, moto: str, replay: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="ses-reports")["QueueUrl"]
+    use_ses(project, SES_QUEUE_URL=queue)
+    verify_domain()
+    (ann,) = with_readers(project, 1)
+    cli("send", SLUG, "--yes")
+    ((_, _, relay_id),) = deliveries(project).values()
+    delivered = {"notificationType": "Delivery", "mail": {"messageId": relay_id}}
+    bounced = ses_notification(
+        "Bounce",
+        relay_id,
+        bounceType="Permanent",
+        feedbackId="fb-1",
+        bouncedRecipients=[{"emailAddress": ann, "status": "5.1.1"}],
+    )
+    for body in (json.dumps(delivered), bounced):  # raw delivery: SES's JSON itself
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+    replay.answer = lambda request: (200, {}, {"SuppressedDestinationSummaries": []})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SESV2", replay.url)
+
+    def waiting() -> int:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"])
+
+    dry = cli("bounces", "--from", "ses", "--dry-run")
+    assert "Would handle 1 of 1 reports from ses" in dry.output
+    assert waiting() == 2 and readers(project) == {ann: ("active", None)}
+    cli("bounces", "--from", "ses")
+    assert waiting() == 0 and readers(project) == {ann: ("bounced", "bounce")}

@@ -33,8 +33,9 @@ class RelayReport:
     """One bounce or complaint a service reported, for `bounces.process_relay_reports`.
 
     `report_id` is remembered once applied (a second pull skips it); `message_id` is the
-    service's id of the message, which names the delivery (None: the report names only an
-    address, as a suppression list does, and applies to an active reader of that address);
+    service's id of the message, which names the delivery: a report without one, or with one
+    we did not record for the address it names, changes nothing. Only a suppression list's
+    entry (`by_address`) names just an address, and applies to an active reader of it;
     `finish` takes it off the service's queue once applied.
     """
 
@@ -42,6 +43,7 @@ class RelayReport:
     mail: ReturnedMail
     message_id: str | None
     finish: Callable[[], None] | None = None
+    by_address: bool = False
 
     def done(self) -> None:
         if self.finish is not None:

@@ -99,7 +99,7 @@ class PostmarkTransport:
             raise DeliveryRefused(f"connection lost: {SERVICE}: timed out", permanent=False) from e
         except httpx.HTTPError as e:
             raise DeliveryRefused(
-                f"connection lost: {SERVICE}: {one_line(e)}", permanent=False
+                f"connection lost: {SERVICE}: {_quoted(self.settings, e)}", permanent=False
             ) from e
         answer = _json(response)
         if response.status_code == 200 and answer.get("ErrorCode", 0) == 0:
@@ -155,6 +155,11 @@ def postmark_message(envelope: Envelope, stream: str) -> dict[str, Any]:
     return body
 
 
+def _quoted(settings: Settings, e: BaseException) -> str:
+    """httpx's words for a failure, on one line and without the tokens."""
+    return one_line(e, (settings.postmark_token, settings.postmark_account_token))
+
+
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         answer = response.json()
@@ -196,9 +201,10 @@ def _refusal(
 # --- what comes back -------------------------------------------------------------------------
 
 
-def reports(settings: Settings) -> Iterator[RelayReport]:
+def reports(settings: Settings, *, dry_run: bool = False) -> Iterator[RelayReport]:
     """Every bounce Postmark holds for the stream, newest first: hard and soft bounces, spam
-    complaints (a bounce of type SpamComplaint), unsubscribe requests and the rest."""
+    complaints (a bounce of type SpamComplaint), unsubscribe requests and the rest. Reading
+    changes nothing at Postmark, a dry run or not."""
     with _client(settings) as client:
         offset = 0
         while True:
@@ -212,7 +218,7 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
                     },
                 )
             except httpx.HTTPError as e:
-                raise RelayError(f"Postmark cannot be reached: {one_line(e)}") from e
+                raise RelayError(f"Postmark cannot be reached: {_quoted(settings, e)}") from e
             answer = _json(response)
             if response.status_code != 200:
                 raise RelayError(f"Postmark: {_refusal(settings, response, answer)}")
@@ -263,7 +269,7 @@ def check_account(settings: Settings) -> list[Finding]:
     except ConfigError as e:
         return [Finding("missing", str(e))]
     except httpx.HTTPError as e:
-        return [Finding("missing", f"Postmark cannot be reached: {one_line(e)}")]
+        return [Finding("missing", f"Postmark cannot be reached: {_quoted(settings, e)}")]
     answer = _json(stream)
     if stream.status_code != 200:
         findings.append(

@@ -9,7 +9,9 @@ from boto3's usual chain (AWS_* variables, ~/.aws, an instance role).
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -115,17 +117,22 @@ class SESTransport:
             raise _refusal(self.settings, e) from e
         except _NETWORK_ERRORS as e:
             raise DeliveryRefused(
-                f"connection lost: {SERVICE}: {one_line(e)}", permanent=False
+                f"connection lost: {SERVICE}: {_quoted(self.settings, e)}", permanent=False
             ) from e
         except NoCredentialsError as e:
             raise TransportError(_NO_CREDENTIALS) from e
         except BotoCoreError as e:
-            raise DeliveryRefused(f"{SERVICE}: {one_line(e)}", permanent=False) from e
+            raise DeliveryRefused(f"{SERVICE}: {_quoted(self.settings, e)}", permanent=False) from e
         message_id = str(response["MessageId"])
         return ServiceReply(f"250 {SERVICE} accepted {message_id}", message_id)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _quoted(settings: Settings, e: BaseException) -> str:
+    """boto3's words for a failure, on one line and without the credentials."""
+    return one_line(e, (settings.ses_secret_access_key, settings.ses_access_key_id))
 
 
 _NO_CREDENTIALS = (
@@ -134,11 +141,20 @@ _NO_CREDENTIALS = (
 )
 
 
+_XML_ERROR = re.compile(r"<Code>([^<]*)</Code>\s*<Message>([^<]*)</Message>")
+
+
 def _error(settings: Settings, e: ClientError) -> tuple[str, str, int]:
+    """SES's error code, its message (without any credential) and the HTTP status."""
     error = e.response.get("Error", {})
     status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    # An AWS front end that refuses the signature may answer a JSON API in XML: botocore then
+    # gives the HTTP status as the code and the whole document as the message.
+    if (found := _XML_ERROR.search(message)) is not None:
+        code, message = html.unescape(found.group(1)), html.unescape(found.group(2))
     secrets = (settings.ses_secret_access_key, settings.ses_access_key_id)
-    return str(error.get("Code", "")), one_line(error.get("Message", ""), secrets), status
+    return code, one_line(message, secrets), status
 
 
 def _refusal(settings: Settings, e: ClientError) -> DeliveryRefused | TransportError:
@@ -152,6 +168,11 @@ def _refusal(settings: Settings, e: ClientError) -> DeliveryRefused | TransportE
                 "pending for the next run (ask AWS for a higher quota)"
             )
         return throttled(SERVICE, detail)
+    if code in ("AccessDenied", "AccessDeniedException"):
+        return TransportError(
+            f"Amazon SES: the key is not allowed this ({detail}); give its IAM user that "
+            "permission (a send needs ses:SendEmail; .env.example lists the rest)"
+        )
     if code in _BAD_CREDENTIALS or status in (401, 403):
         return TransportError(
             f"Amazon SES refused the credentials ({detail}); check "
@@ -175,9 +196,10 @@ def _refusal(settings: Settings, e: ClientError) -> DeliveryRefused | TransportE
 # --- what comes back -------------------------------------------------------------------------
 
 
-def reports(settings: Settings) -> Iterator[RelayReport]:
+def reports(settings: Settings, *, dry_run: bool = False) -> Iterator[RelayReport]:
     """Each SES report in the queue, then on the suppression list; the caller applies it and
-    calls `done()` on the queue's ones it applied (or found applied), which deletes them."""
+    calls `done()` on the queue's ones it applied (or found applied), which deletes them. A
+    dry run deletes nothing, not even the notifications that carry no report."""
     if not settings.ses_queue_url:
         raise ConfigError(
             "NEWSLETTER_SES_QUEUE_URL is not set: set it to the SQS queue subscribed to the SNS "
@@ -185,7 +207,7 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
         )
     sqs = client(settings, "sqs")
     try:
-        yield from _queue_reports(settings, sqs)
+        yield from _queue_reports(settings, sqs, dry_run=dry_run)
         yield from _suppressed(settings)
     except ClientError as e:
         code, message, status = _error(settings, e)
@@ -195,12 +217,12 @@ def reports(settings: Settings) -> Iterator[RelayReport]:
     except NoCredentialsError as e:
         raise RelayError(_NO_CREDENTIALS) from e
     except BotoCoreError as e:
-        raise RelayError(f"Amazon SES: {one_line(e)}") from e
+        raise RelayError(f"Amazon SES: {_quoted(settings, e)}") from e
     finally:
         sqs.close()
 
 
-def _queue_reports(settings: Settings, sqs: Any) -> Iterator[RelayReport]:
+def _queue_reports(settings: Settings, sqs: Any, *, dry_run: bool) -> Iterator[RelayReport]:
     """The queue's notifications, each hidden from other readers while this run looks at it;
     those not applied (a dry run, a report naming no delivery of ours) are shown again at the
     end, and the applied ones deleted as they are applied."""
@@ -213,7 +235,9 @@ def _queue_reports(settings: Settings, sqs: Any) -> Iterator[RelayReport]:
             try:
                 sqs.delete_message(QueueUrl=queue, ReceiptHandle=handle)
             except (ClientError, BotoCoreError) as e:  # applied, and remembered as applied
-                raise RelayError(f"Amazon SES: cannot delete from the queue: {one_line(e)}") from e
+                raise RelayError(
+                    f"Amazon SES: cannot delete from the queue: {_quoted(settings, e)}"
+                ) from e
             kept.pop(handle, None)
 
         return delete
@@ -234,7 +258,7 @@ def _queue_reports(settings: Settings, sqs: Any) -> Iterator[RelayReport]:
                 handle = message["ReceiptHandle"]
                 kept[handle] = message["MessageId"]
                 found = list(_notification_reports(message["Body"], deleter(handle)))
-                if not found:  # a delivery or send notification, or not SES's: nothing to do
+                if not found and not dry_run:  # a delivery notification, or not SES's
                     deleter(handle)()
                 yield from found
     finally:
@@ -317,7 +341,10 @@ def _suppressed(settings: Settings) -> Iterator[RelayReport]:
                     )
                 )
                 yield RelayReport(
-                    f"suppressed:{email.lower()}:{reason}:{since}", mail, message_id=None
+                    f"suppressed:{email.lower()}:{reason}:{since}",
+                    mail,
+                    message_id=None,
+                    by_address=True,
                 )
             token = page.get("NextToken")
             if not token:
@@ -329,10 +356,11 @@ def _suppressed(settings: Settings) -> Iterator[RelayReport]:
 # --- doctor ----------------------------------------------------------------------------------
 
 
-def check_account(settings: Settings) -> list[Finding]:
-    """The account's sending status (GetAccount), the From identity and the report queue."""
+def check_account(settings: Settings, *, readers: int | None = None) -> list[Finding]:
+    """The account's sending status (GetAccount) against a send to `readers`, the From
+    identity and the report queue."""
     try:
-        return _check_account(settings)
+        return _check_account(settings, readers)
     except ConfigError as e:
         return [Finding("missing", str(e))]
     except NoCredentialsError:
@@ -344,14 +372,14 @@ def check_account(settings: Settings) -> list[Finding]:
             Finding("missing", str(refusal) if code in _BAD_CREDENTIALS else f"{code}: {message}")
         ]
     except BotoCoreError as e:
-        return [Finding("missing", f"Amazon SES cannot be reached: {one_line(e)}")]
+        return [Finding("missing", f"Amazon SES cannot be reached: {_quoted(settings, e)}")]
 
 
-def _check_account(settings: Settings) -> list[Finding]:
+def _check_account(settings: Settings, readers: int | None) -> list[Finding]:
     sesv2 = client(settings, "sesv2")
     try:
         account = sesv2.get_account()
-        findings = _account_findings(settings, account)
+        findings = _account_findings(settings, account, readers)
         findings.append(_identity_finding(settings, sesv2))
     finally:
         sesv2.close()
@@ -359,7 +387,9 @@ def _check_account(settings: Settings) -> list[Finding]:
     return findings
 
 
-def _account_findings(settings: Settings, account: dict[str, Any]) -> list[Finding]:
+def _account_findings(
+    settings: Settings, account: dict[str, Any], readers: int | None
+) -> list[Finding]:
     quota = account.get("SendQuota", {})
     rate = float(quota.get("MaxSendRate", 0) or 0)
     daily = int(float(quota.get("Max24HourSend", 0) or 0))
@@ -391,6 +421,16 @@ def _account_findings(settings: Settings, account: dict[str, Any]) -> list[Findi
                 "warning",
                 f"SES in {region} is in the sandbox: it sends only to verified addresses "
                 f"({daily} a day, {rate:g} a second); request production access in the console",
+            )
+        )
+    left = max(daily - sent, 0)
+    if daily and readers is not None and readers > left:
+        findings.append(
+            Finding(
+                "warning",
+                f"{readers} active readers, but only {left} of SES's {daily} messages a day are "
+                "left: a send stops when they run out (the rest stay pending for the next run); "
+                "ask AWS for a higher quota",
             )
         )
     if rate and (settings.smtp_rate is None or settings.smtp_rate > rate):
@@ -435,6 +475,13 @@ def _queue_finding(settings: Settings) -> Finding:
         attributes = sqs.get_queue_attributes(
             QueueUrl=settings.ses_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
+    except ClientError as e:  # its own line: the account's findings above still stand
+        code, message, _ = _error(settings, e)
+        return Finding(
+            "missing",
+            f"the SES report queue NEWSLETTER_SES_QUEUE_URL cannot be read ({code}: {message}): "
+            "check its URL and that the key may sqs:GetQueueAttributes on it",
+        )
     finally:
         sqs.close()
     waiting = attributes.get("ApproximateNumberOfMessages", "0")

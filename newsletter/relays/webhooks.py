@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..config import Settings
-from ..errors import NewsletterError
-from . import RelayReport
+from ..errors import NewsletterError, RelayError
+from . import RelayReport, one_line
 from .postmark import _report as postmark_report
 from .ses import _notification_reports
 
@@ -41,8 +41,11 @@ _SIGNED_FIELDS = {
         "Type",
     ),
 }
+_SIGNED_FIELDS["UnsubscribeConfirmation"] = _SIGNED_FIELDS["SubscriptionConfirmation"]
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
-CertificateFetcher = Callable[[str], bytes]
+# A GET from an https address of SNS (checked before): the signing certificate, a
+# subscription's confirmation. Tests give their own; `fetch_from_sns` is the real one.
+SnsFetcher = Callable[[str], bytes]
 
 
 class WebhookRefused(NewsletterError):
@@ -72,28 +75,32 @@ def postmark_reports(payload: object) -> list[RelayReport]:
 
 
 def sns_reports(
-    settings: Settings, body: bytes, fetch: CertificateFetcher | None = None
+    settings: Settings, body: bytes, fetch: SnsFetcher | None = None
 ) -> list[RelayReport]:
-    """An SNS HTTP(S) notification, checked, as the SES reports in it; a subscription
-    confirmation for our topic is confirmed (its SubscribeURL visited) and carries none."""
+    """An SNS HTTP(S) notification, checked, as the SES reports in it. A subscription
+    confirmation for our topic is confirmed (its SubscribeURL, on an SNS host, visited; a
+    failure is a RelayError) and carries none, as does an unsubscribe confirmation."""
     try:
         message = json.loads(body)
     except ValueError as e:
         raise WebhookRefused("not an SNS message") from e
     if not isinstance(message, dict):
         raise WebhookRefused("not an SNS message")
-    verify_sns_signature(message, fetch or fetch_certificate)
+    fetch = fetch or fetch_from_sns
+    verify_sns_signature(message, fetch)
     if not settings.ses_topic_arn or message.get("TopicArn") != settings.ses_topic_arn:
         raise WebhookRefused("the message is from another SNS topic than NEWSLETTER_SES_TOPIC_ARN")
     if message["Type"] == "SubscriptionConfirmation":
         url = str(message.get("SubscribeURL", ""))
         _check_sns_url(url)
-        httpx.get(url, timeout=settings.smtp_timeout).raise_for_status()
+        fetch(url)
+        return []
+    if message["Type"] == "UnsubscribeConfirmation":  # nothing to do: we never unsubscribe
         return []
     return list(_notification_reports(body.decode(), lambda: None))
 
 
-def verify_sns_signature(message: dict[str, Any], fetch: CertificateFetcher) -> None:
+def verify_sns_signature(message: dict[str, Any], fetch: SnsFetcher) -> None:
     """Amazon's documented check: the certificate from an SNS host over https, and the RSA
     signature over the message's fields in their canonical order."""
     kind = message.get("Type")
@@ -107,7 +114,11 @@ def verify_sns_signature(message: dict[str, Any], fetch: CertificateFetcher) -> 
         f"{name}\n{message[name]}\n" for name in fields if message.get(name) is not None
     )
     try:
-        certificate = x509.load_pem_x509_certificate(fetch(url))
+        pem = fetch(url)
+    except RelayError as e:
+        raise WebhookRefused("the SNS signing certificate cannot be fetched") from e
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
         key = certificate.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise WebhookRefused("the SNS certificate has no RSA key")
@@ -127,11 +138,11 @@ def _check_sns_url(url: str) -> None:
         raise WebhookRefused(f"{url!r} is not an https address of Amazon SNS")
 
 
-def fetch_certificate(url: str) -> bytes:
-    """The signing certificate (checked to be on an SNS host before this is called)."""
+def fetch_from_sns(url: str) -> bytes:
+    """GET an address of SNS (checked to be https on an SNS host before this is called)."""
     try:
         response = httpx.get(url, timeout=10)
         response.raise_for_status()
     except httpx.HTTPError as e:
-        raise WebhookRefused("the SNS signing certificate cannot be fetched") from e
+        raise RelayError(f"Amazon SNS cannot be reached: {one_line(e)}") from e
     return response.content
