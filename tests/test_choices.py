@@ -1,0 +1,268 @@
+"""The author's side of readers' choices (#23): `topics`, `subscribers set`, `send --topic`, the
+check at delivery time, what `subscribers list`, `stats`, export and import show, and a mixed
+week of posts and a digest counted from a real SMTP sink."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from newsletter import db as store
+from newsletter.archive import all_posts
+from newsletter.config import load_settings
+from newsletter.sender import send_post
+
+from .conftest import Cli, SmtpSink
+
+NOW = dt.datetime.now(dt.UTC)
+TOPICS = """
+[inspections]
+title = "Inspections"
+description = "What inspections find."
+
+[practice]
+title = "Practice"
+"""
+
+
+def write_topics(project: Path) -> None:
+    (project / "topics.toml").write_text(TOPICS)
+
+
+def write_post(
+    project: Path, slug: str, days_ago: float, topics: str = "", audience: str = ""
+) -> None:
+    when = (NOW - dt.timedelta(days=days_ago)).strftime("%Y-%m-%d %H:%M +00:00")
+    front = f"topics: [{topics}]\n" if topics else ""
+    front += f"audience: [{audience}]\n" if audience else ""
+    (project / "posts" / f"{slug}.md").write_text(
+        f"---\ntitle: The {slug} post\ndate: {when}\n{front}---\n\nThe opening of {slug}.\n"
+    )
+
+
+def subscriber(project: Path, email: str) -> store.Subscriber:
+    with store.connect(project / "newsletter.db") as db:
+        return store.require_subscriber(db, email)
+
+
+def topics_of(project: Path, email: str) -> tuple[str, ...] | None:
+    with store.connect(project / "newsletter.db") as db:
+        return store.reader_topics(db, store.require_subscriber(db, email).id)
+
+
+# --- newsletter topics ------------------------------------------------------------------------
+
+
+def test_topics_lists_each_with_its_readers(cli: Cli, project: Path) -> None:
+    write_topics(project)
+    for address in ("ann@example.org", "bob@example.org", "cat@example.org"):
+        cli("subscribers", "add", address)
+    cli("subscribers", "set", "bob@example.org", "--topics", "practice")
+    cli("subscribers", "remove", "cat@example.org")  # not active: not counted
+    lines = cli("topics").stdout.splitlines()
+    assert lines[0].split() == ["TOPIC", "READERS", "TITLE", "DESCRIPTION"]
+    assert lines[1].split() == ["inspections", "1", "Inspections", "What", "inspections", "find."]
+    assert lines[2].split() == ["practice", "2", "Practice"]
+    assert lines[3] == "2 topics; 1 of 2 active readers read every topic (they never picked)"
+
+
+def test_topics_without_a_file_says_how_to_write_one(cli: Cli, project: Path) -> None:
+    out = cli("topics").stdout
+    assert out.startswith("No topics: topics.toml does not exist; write a table per topic in ")
+    assert '[inspections] then title = "Inspections"' in out and out.count("\n") == 1
+
+
+def test_a_broken_topics_file_is_one_line(cli: Cli, project: Path) -> None:
+    (project / "topics.toml").write_text("[inspections\ntitle = 'x'\n")
+    result = cli("topics", ok=False)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: topics.toml: ") and result.stderr.count("\n") == 1
+    (project / "topics.toml").write_text("[inspections]\ndescription = 'no title'\n")
+    result = cli("topics", ok=False)
+    assert result.stderr == 'Error: topics.toml: [inspections] needs a title = "..."\n'
+
+
+# --- subscribers set --------------------------------------------------------------------------
+
+
+def test_set_changes_one_readers_choices(cli: Cli, project: Path) -> None:
+    write_topics(project)
+    cli("subscribers", "add", "ann@example.org")
+    out = cli("subscribers", "set", "ann@example.org", "--frequency", "digest").stdout
+    assert out == "ann@example.org: weekly digest, every topic\n"
+    out = cli("subscribers", "set", "ann@example.org", "--topics", "practice,inspections").stdout
+    assert out == "ann@example.org: weekly digest, topics inspections,practice\n"
+    assert topics_of(project, "ann@example.org") == ("inspections", "practice")
+    out = cli("subscribers", "set", "ann@example.org", "--pause-weeks", "2").stdout
+    until = (NOW + dt.timedelta(weeks=2)).date().isoformat()
+    assert (
+        out
+        == f"ann@example.org: weekly digest, paused until {until}, topics inspections,practice\n"
+    )
+    future = (NOW + dt.timedelta(days=40)).date()
+    cli("subscribers", "set", "ann@example.org", "--pause-until", future.isoformat())
+    assert subscriber(project, "ann@example.org").paused_until == (
+        f"{future.isoformat()}T00:00:00+00:00"
+    )
+    out = cli(
+        "subscribers", "set", "ann@example.org", "--resume", "--all-topics", "--frequency", "every"
+    ).stdout
+    assert out == "ann@example.org: every post, every topic\n"
+    ann = subscriber(project, "ann@example.org")
+    assert (ann.frequency, ann.paused_until, ann.topics_chosen) == ("every", None, 0)
+
+
+def test_set_refuses_bad_input_and_changes_nothing(cli: Cli, project: Path) -> None:
+    write_topics(project)
+    cli("subscribers", "add", "ann@example.org")
+    cli("subscribers", "set", "ann@example.org", "--topics", "practice")
+    before = subscriber(project, "ann@example.org")
+    past = (NOW - dt.timedelta(days=1)).date().isoformat()
+    cases = {
+        ("--topics", "practice,inspectoins", "--frequency", "digest"): (
+            "Error: --topics: unknown topic 'inspectoins'; the topics are: inspections, practice"
+        ),
+        ("--frequency", "weekly"): "Error: --frequency must be one of every, digest",
+        ("--pause-until", "next tuesday"): (
+            "Error: --pause-until 'next tuesday' is not a date (YYYY-MM-DD)"
+        ),
+        ("--pause-until", past, "--frequency", "digest"): (
+            f"Error: --pause-until {past} is not in the future"
+        ),
+        ("--pause-weeks", "0"): "Error: --pause-weeks must be 1 or more",
+        ("--pause-weeks", "2", "--resume"): (
+            "Error: give one of --pause-until, --pause-weeks and --resume"
+        ),
+        ("--topics", "practice", "--all-topics"): "Error: give --topics or --all-topics, not both",
+        (): "Error: nothing to change: give --frequency, --topics, --all-topics, "
+        "--pause-until, --pause-weeks or --resume",
+    }
+    for args, error in cases.items():
+        result = cli("subscribers", "set", "ann@example.org", *args, ok=False)
+        assert (result.exit_code, result.stderr) == (1, error + "\n"), args
+    assert subscriber(project, "ann@example.org") == before
+    assert topics_of(project, "ann@example.org") == ("practice",)
+    gone = cli("subscribers", "set", "nobody@example.org", "--frequency", "digest", ok=False)
+    assert gone.stderr == "Error: nobody@example.org is not on the list\n"
+
+
+# --- send --topic, audience:, and the check at delivery time ------------------------------------
+
+
+def readers_for_audiences(cli: Cli) -> None:
+    for address in ("all@example.org", "insp@example.org", "prac@example.org"):
+        cli("subscribers", "add", address)
+    cli("subscribers", "set", "insp@example.org", "--topics", "inspections")
+    cli("subscribers", "set", "prac@example.org", "--topics", "practice")
+
+
+def test_send_topic_reaches_the_readers_of_those_topics_only(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_topics(smtp_project)
+    write_post(smtp_project, "notice", 0.1, topics="practice", audience="practice")
+    readers_for_audiences(cli)
+    dry = cli("send", "notice", "--topic", "inspections", "--topic", "practice", "--dry-run")
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("“The notice post” (notice) to 3 of 3 active readers via SMTP")
+    assert lines[0].endswith("; readers of inspections, practice only")
+    assert lines[1:3] == ["  inspections: 2 readers", "  practice: 2 readers"]
+    assert smtp_sink.received == []
+    # --topic overrides the post's own audience (practice).
+    cli("send", "notice", "--topic", "inspections", "--yes")
+    assert sorted(r.rcpt_tos[0] for r in smtp_sink.received) == [
+        "all@example.org",
+        "insp@example.org",
+    ]
+
+
+def test_send_follows_the_audience_in_front_matter(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_topics(smtp_project)
+    write_post(smtp_project, "notice", 0.1, topics="inspections", audience="practice")
+    readers_for_audiences(cli)
+    out = cli("send", "notice", "--yes").stdout
+    assert "to 2 of 3 active readers" in out and "readers of practice only" in out
+    assert sorted(r.rcpt_tos[0] for r in smtp_sink.received) == [
+        "all@example.org",
+        "prac@example.org",
+    ]
+
+
+def test_unknown_topics_name_the_post_and_the_topic(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_topics(smtp_project)
+    cli("subscribers", "add", "all@example.org")
+    write_post(smtp_project, "notice", 0.1)
+    result = cli("send", "notice", "--topic", "inspectoins", "--yes", ok=False)
+    assert (result.exit_code, result.stderr) == (
+        1,
+        "Error: --topic for notice.md: unknown topic 'inspectoins'; "
+        "the topics are: inspections, practice\n",
+    )
+    write_post(smtp_project, "typo", 0.1, topics="practise")
+    result = cli("send", "typo", "--yes", ok=False)
+    assert result.stderr == (
+        "Error: typo.md: unknown topic 'practise'; the topics are: inspections, practice\n"
+    )
+    write_post(smtp_project, "aimed", 0.1, audience="everyone")
+    result = cli("send", "aimed", "--dry-run", ok=False)
+    assert result.stderr == (
+        "Error: aimed.md: unknown topic 'everyone'; the topics are: inspections, practice\n"
+    )
+    assert smtp_sink.received == []
+    with store.connect(smtp_project / "newsletter.db") as db:
+        assert store.count_delivered(db, "typo") == 0 and store.sent_slugs(db, "typo") == []
+
+
+def test_a_reader_who_chose_otherwise_after_queueing_is_not_mailed(
+    smtp_project: Path, smtp_sink: SmtpSink
+) -> None:
+    """The run's own rule is asked again just before each message: a reader who switched to
+    the digest, paused or left the post's topic mid-send is skipped, and the log says why."""
+    write_topics(smtp_project)
+    write_post(smtp_project, "notice", 0.1, topics="inspections")
+    settings = load_settings(smtp_project, environ={})
+    with store.connect(settings.db_path) as db:
+        ids = {
+            email: store.add_subscriber(db, email, "").id
+            for email in (
+                "first@example.org",
+                "digest@example.org",
+                "paused@example.org",
+                "topic@example.org",
+                "stays@example.org",
+            )
+        }
+
+    def change_choices_once_the_first_is_sent(_outcome: str) -> None:
+        if len(smtp_sink.received) != 1:
+            return
+        with store.connect(settings.db_path) as other:
+            store.set_frequency(other, ids["digest@example.org"], "digest")
+            store.set_pause(
+                other, ids["paused@example.org"], (NOW + dt.timedelta(days=3)).isoformat()
+            )
+            store.set_topics(other, ids["topic@example.org"], ["practice"])
+
+    report = send_post(
+        settings,
+        all_posts(settings).find("notice"),
+        progress=change_choices_once_the_first_is_sent,
+    )
+    assert [r.rcpt_tos[0] for r in smtp_sink.received] == [
+        "first@example.org",
+        "stays@example.org",
+    ]
+    assert (report.sent, report.skipped) == (2, 3)
+    with store.connect(settings.db_path) as db:
+        replies = {
+            row[0]: (row[1], row[2])
+            for row in db.execute(
+                "SELECT email, status, last_reply FROM deliveries WHERE slug = 'notice'"
+            )
+        }
+    assert replies["digest@example.org"][0] == "skipped"
+    assert replies["digest@example.org"][1].startswith("paused, or chose the digest")
