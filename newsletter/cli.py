@@ -347,12 +347,17 @@ def subscribers_import(
     Who unsubscribed, bounced or complained there is kept here as left, so that no later
     import, form or `add` brings them back unasked; who is waiting to confirm stays pending.
     Someone who left here stays left whatever the file says; someone the file says left is
-    marked so here.
+    marked so here. A new reader's tags or labels that name a topic in topics.toml become
+    their topics; the summary names the tags that do not.
     """
     from . import subscriber_csv
+    from .topics import load_topics
 
-    with _database(_settings()) as db:
-        report = subscriber_csv.import_file(db, file, dry_run=dry_run)
+    settings = _settings()
+    with _database(settings) as db:
+        report = subscriber_csv.import_file(
+            db, file, dry_run=dry_run, topics=load_topics(settings.directory)
+        )
     if report.platforms:
         typer.echo(f"Read as the export of: {', '.join(sorted(report.platforms))}", err=True)
     for where, reason in report.rejected_lines:

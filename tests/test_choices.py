@@ -5,6 +5,7 @@ week of posts and a digest counted from a real SMTP sink."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 from newsletter import db as store
@@ -266,3 +267,129 @@ def test_a_reader_who_chose_otherwise_after_queueing_is_not_mailed(
         }
     assert replies["digest@example.org"][0] == "skipped"
     assert replies["digest@example.org"][1].startswith("paused, or chose the digest")
+
+
+# --- what the author sees: list, stats, export and import -------------------------------------
+
+
+def mixed_readers(cli: Cli) -> None:
+    for address in ("all@example.org", "digest@example.org", "paused@example.org"):
+        cli("subscribers", "add", address)
+    cli("subscribers", "add", "insp@example.org", "--name", "Ina")
+    cli("subscribers", "set", "digest@example.org", "--frequency", "digest")
+    cli("subscribers", "set", "paused@example.org", "--pause-until", "2099-01-31")
+    cli("subscribers", "set", "insp@example.org", "--topics", "inspections")
+
+
+def test_list_shows_choices_and_filters_by_topic(cli: Cli, project: Path) -> None:
+    write_topics(project)
+    mixed_readers(cli)
+    table = cli("subscribers", "list").stdout.splitlines()
+    assert table[0].split() == [
+        *("EMAIL", "STATUS", "SOURCE", "SINCE", "GETS", "PAUSED", "TOPICS", "NAME"),
+    ]
+    rows = {line.split()[0]: line.split()[4:] for line in table[1:-1]}
+    assert rows == {
+        "all@example.org": ["every", "-", "all"],
+        "digest@example.org": ["digest", "-", "all"],
+        "paused@example.org": ["every", "2099-01-31", "all"],
+        "insp@example.org": ["every", "-", "inspections", "Ina"],
+    }
+    practice = cli("subscribers", "list", "--topic", "practice").stdout.splitlines()
+    assert [line.split()[0] for line in practice[1:-1]] == [
+        "all@example.org",
+        "digest@example.org",
+        "paused@example.org",
+    ]
+    assert practice[-1] == "3 readers"
+    records = [
+        json.loads(line)
+        for line in cli(
+            "subscribers", "list", "--topic", "inspections", "--json"
+        ).stdout.splitlines()
+    ]
+    assert [(r["email"], r["topics"]) for r in records][-1] == ("insp@example.org", ["inspections"])
+    assert len(records) == 4
+    bad = cli("subscribers", "list", "--topic", "nope", ok=False)
+    assert (bad.exit_code, bad.stderr) == (
+        1,
+        "Error: --topic: unknown topic 'nope'; the topics are: inspections, practice\n",
+    )
+
+
+def test_stats_counts_frequency_pause_and_topics(cli: Cli, project: Path) -> None:
+    write_topics(project)
+    mixed_readers(cli)
+    text = cli("stats").stdout
+    assert "Active readers: 3 every post, 1 weekly digest, 1 of them paused\n" in text
+    assert "Readers per topic: inspections 4, practice 3 (3 read every topic)\n" in text
+    readers = json.loads(cli("stats", "--json").stdout)["readers"]
+    assert readers == {
+        "every": 3,
+        "digest": 1,
+        "paused": 1,
+        "all_topics": 3,
+        "per_topic": {"inspections": 4, "practice": 3},
+    }
+
+
+def test_export_and_import_round_trip_the_choices(cli: Cli, project: Path, tmp_path: Path) -> None:
+    write_topics(project)
+    mixed_readers(cli)
+    cli("subscribers", "add", "none@example.org")
+    with store.connect(project / "newsletter.db") as db:  # chose topics, then none of them
+        store.set_topics(db, store.require_subscriber(db, "none@example.org").id, [])
+    exported = cli("subscribers", "export").stdout
+    header, *lines = exported.splitlines()
+    assert header.endswith(",tags,frequency,paused_until,topics")
+    by_email = {line.split(",")[0]: line.split(",")[-3:] for line in lines}
+    assert by_email["digest@example.org"] == ["digest", "", ""]
+    assert by_email["paused@example.org"] == ["every", "2099-01-31T00:00:00+00:00", ""]
+    assert by_email["insp@example.org"] == ["every", "", "inspections"]
+    assert by_email["none@example.org"] == ["every", "", "(none)"]
+    out = tmp_path / "readers.csv"
+    out.write_text(exported)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "posts").mkdir()
+    write_topics(other)
+    again = Cli(other, cli.runner)
+    again("subscribers", "import", str(out))
+    assert again("subscribers", "export").stdout == exported
+    assert topics_of(other, "none@example.org") == ()
+    with store.connect(other / "newsletter.db") as db:
+        assert store.choice_counts(db, ["inspections"]).digest == 1
+
+
+def test_platform_tags_that_name_a_topic_become_topics(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    (project / "topics.toml").write_text(TOPICS + '\n[early]\ntitle = "Early readers"\n')
+    buttondown = tmp_path / "buttondown.csv"
+    buttondown.write_text(
+        "id,email,notes,metadata,tags,creation_date,subscriber_type\n"
+        '1,ann@example.org,,{},"[""Practice"", ""vip""]",2024-03-13 00:03:09+00:00,regular\n'
+        "2,bob@example.org,,{},[],2024-03-14 11:00:00+00:00,regular\n"
+    )
+    result = cli("subscribers", "import", str(buttondown))
+    assert result.stdout == (
+        "Added 2 active, 0 unsubscribed, 0 bounced; kept 0 already on the list; "
+        "topics from the file for 1; ignored tags that are no topic here: vip (1); rejected 0\n"
+    )
+    assert topics_of(project, "ann@example.org") == ("practice",)
+    assert topics_of(project, "bob@example.org") is None  # no tags: every topic
+    ghost = tmp_path / "ghost.csv"
+    ghost.write_text(
+        "id,email,name,note,subscribed_to_emails,created_at,deleted_at,labels\n"
+        '1,cat@example.org,Cat,,true,2015-03-16T14:40:47.000Z,,"Inspections, early, imported"\n'
+    )
+    result = cli("subscribers", "import", str(ghost))
+    assert "ignored tags that are no topic here: imported (1)" in result.stdout
+    assert topics_of(project, "cat@example.org") == ("early", "inspections")
+    mailchimp = tmp_path / "mailchimp.csv"
+    mailchimp.write_text(
+        "Email Address,First Name,Last Name,MEMBER_RATING,OPTIN_TIME,LEID,EUID,NOTES,TAGS\n"
+        'dan@example.org,Dan,Dunn,2,"2015-02-12 10:54:27",1,a1,,"""Early readers"",""Practice"""\n'
+    )
+    cli("subscribers", "import", str(mailchimp))
+    assert topics_of(project, "dan@example.org") == ("early", "practice")  # a title matches too
