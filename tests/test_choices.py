@@ -13,7 +13,7 @@ from newsletter.archive import all_posts
 from newsletter.config import load_settings
 from newsletter.sender import send_post
 
-from .conftest import Cli, SmtpSink
+from .conftest import Cli, SmtpSink, write_env
 
 NOW = dt.datetime.now(dt.UTC)
 TOPICS = """
@@ -393,3 +393,116 @@ def test_platform_tags_that_name_a_topic_become_topics(
     )
     cli("subscribers", "import", str(mailchimp))
     assert topics_of(project, "dan@example.org") == ("early", "practice")  # a title matches too
+
+
+# --- a mixed week, counted from the sink ------------------------------------------------------
+
+
+def what_each_received(sink: SmtpSink) -> dict[str, list[str]]:
+    """Per reader, each message in the order it came: a post's title, or `digest: A | B`."""
+    got: dict[str, list[str]] = {}
+    for received in sink.received:
+        message = received.message
+        text = message.get_body(("plain",)).get_content()
+        if " this week: " in message["Subject"]:
+            listed = [
+                line
+                for line in text.splitlines()
+                if line.startswith("The ") and line.endswith(" post")
+            ]
+            what = "digest: " + " | ".join(listed)
+        else:
+            what = str(message["Subject"])
+        for address in received.rcpt_tos:
+            got.setdefault(address, []).append(what)
+    return got
+
+
+def test_a_mixed_week_delivers_exactly_what_each_reader_chose(
+    smtp_project: Path, smtp_sink: SmtpSink, cli: Cli
+) -> None:
+    write_topics(smtp_project)
+    write_post(smtp_project, "monday", 5, topics="inspections")
+    write_post(smtp_project, "wednesday", 3, topics="practice")
+    write_post(smtp_project, "friday", 1, audience="practice")  # no topics, aimed at practice
+    due = NOW - dt.timedelta(hours=1)
+    days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    write_env(smtp_project, DIGEST_DAY=days[due.weekday()], DIGEST_HOUR=due.hour, TIMEZONE="UTC")
+    every = ["every1@example.org", "every2@example.org"]
+    digest = ["digest1@example.org", "digest2@example.org"]
+    for address in [
+        *every,
+        *digest,
+        "digest-practice@example.org",
+        "digest-inspections@example.org",
+        "paused@example.org",
+        "paused-digest@example.org",
+        "inspections-only@example.org",
+        "gone@example.org",
+    ]:
+        cli("subscribers", "add", address)
+    for address in [*digest, "digest-practice@example.org", "digest-inspections@example.org"]:
+        cli("subscribers", "set", address, "--frequency", "digest")
+    cli("subscribers", "set", "digest-practice@example.org", "--topics", "practice")
+    cli("subscribers", "set", "digest-inspections@example.org", "--topics", "inspections")
+    cli("subscribers", "set", "paused@example.org", "--pause-weeks", "2")
+    cli(
+        "subscribers", "set", "paused-digest@example.org", "--pause-weeks", "1",
+        "--frequency", "digest",
+    )  # fmt: skip
+    cli("subscribers", "set", "inspections-only@example.org", "--topics", "inspections")
+    cli("subscribers", "remove", "gone@example.org")
+
+    assert "to 3 of 9 active readers" in cli("send", "monday", "--yes").stdout
+    assert "to 2 of 9 active readers" in cli("send", "wednesday", "--yes").stdout
+    assert "to 2 of 9 active readers" in cli("send", "friday", "--yes").stdout
+    assert "Sent 4," in cli("digest", "--yes").stdout
+
+    expected = {
+        **{
+            address: ["The monday post", "The wednesday post", "The friday post"]
+            for address in every
+        },
+        "inspections-only@example.org": ["The monday post"],
+        **{
+            address: ["digest: The friday post | The wednesday post | The monday post"]
+            for address in digest
+        },
+        "digest-practice@example.org": ["digest: The friday post | The wednesday post"],
+        "digest-inspections@example.org": ["digest: The monday post"],
+    }
+    assert what_each_received(smtp_sink) == expected
+    assert len(smtp_sink.received) == 7 + 4  # seven posts' emails, four digests
+
+    # Run again, all of it: nobody gets anything twice.
+    for slug in ("monday", "wednesday", "friday"):
+        cli("send", slug, "--yes")
+    cli("digest", "--yes")
+    assert len(smtp_sink.received) == 11
+
+
+def test_a_digest_reader_who_switched_back_mid_run_is_not_sent_the_digest(
+    smtp_project: Path, smtp_sink: SmtpSink
+) -> None:
+    from newsletter.digest import send_digest
+
+    write_topics(smtp_project)
+    write_post(smtp_project, "monday", 2)
+    due = NOW - dt.timedelta(hours=1)
+    days = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    write_env(smtp_project, DIGEST_DAY=days[due.weekday()], DIGEST_HOUR=due.hour, TIMEZONE="UTC")
+    settings = load_settings(smtp_project, environ={})
+    with store.connect(settings.db_path) as db:
+        ids = [store.add_subscriber(db, f"d{i}@example.org", "").id for i in range(3)]
+        for reader_id in ids:
+            store.set_frequency(db, reader_id, "digest")
+
+    def switch_the_others_once_the_first_is_sent(_outcome: str) -> None:
+        if len(smtp_sink.received) == 1:
+            with store.connect(settings.db_path) as other:
+                store.set_frequency(other, ids[1], "every")
+                store.set_pause(other, ids[2], (NOW + dt.timedelta(days=3)).isoformat())
+
+    report = send_digest(settings, progress=switch_the_others_once_the_first_is_sent)
+    assert [r.rcpt_tos[0] for r in smtp_sink.received] == ["d0@example.org"]
+    assert (report.sent, report.skipped) == (1, 2)
