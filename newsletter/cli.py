@@ -1329,6 +1329,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "remove": ("newsletter subscribers remove ann@example.org",),
     "delete": ("newsletter subscribers delete ann@example.org",),
+    "set": (
+        "newsletter subscribers set ann@example.org --frequency digest",
+        "newsletter subscribers set ann@example.org --topics inspections,practice",
+        "newsletter subscribers set ann@example.org --pause-weeks 3",
+    ),
+    "topics": ("newsletter topics",),
     "list": ("newsletter subscribers list", "newsletter subscribers list --status all --json"),
     "import": (
         "newsletter subscribers import mailchimp-export.zip --dry-run",
@@ -1347,6 +1353,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "newsletter send --to me@example.org",
         "newsletter send SLUG --yes",
         "newsletter send --due --yes",
+        "newsletter send SLUG --topic inspections --dry-run",
     ),
     "pull": (
         "newsletter pull https://BLOG.blogspot.com/feeds/posts/default",
