@@ -17,7 +17,7 @@ import typer
 
 from .errors import ConfigError, NewsletterError, environment_failure
 from .terminal import printable
-from .vocab import RELAY_SERVICES, RETURNED_REASONS, STATUS_FILTERS
+from .vocab import FREQUENCIES, RELAY_SERVICES, RETURNED_REASONS, STATUS_FILTERS
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -213,6 +213,57 @@ def subscribers_delete(email: Annotated[str, typer.Argument(help="The reader's a
     typer.echo(f"Deleted {erased.address} and erased them from the send log{outbox}")
 
 
+@subscribers_app.command("set")
+@reports_errors
+def subscribers_set(
+    email: Annotated[str, typer.Argument(help="The reader's address.")],
+    frequency: Annotated[
+        str | None, typer.Option("--frequency", help=f"{' or '.join(FREQUENCIES)}.")
+    ] = None,
+    topics: Annotated[
+        str | None, typer.Option("--topics", help="These topics only, e.g. a,b.")
+    ] = None,
+    all_topics: Annotated[
+        bool, typer.Option("--all-topics", help="Every topic, new ones included.")
+    ] = False,
+    pause_until: Annotated[
+        str | None, typer.Option("--pause-until", help="No mail until this day (YYYY-MM-DD).")
+    ] = None,
+    pause_weeks: Annotated[
+        int | None, typer.Option("--pause-weeks", help="No mail for this many weeks.")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="End a pause now.")] = False,
+) -> None:
+    """Change one reader's choices: how often, which topics, a pause."""
+    from . import db as store
+    from .addresses import normalise_address
+    from .reader_choices import (
+        ChoiceChange,
+        change_choices,
+        describe_choices,
+        parse_day,
+        split_topic_list,
+    )
+
+    chosen = next((known for known in FREQUENCIES if known == frequency), None)
+    if frequency is not None and chosen is None:
+        raise NewsletterError(f"--frequency must be one of {', '.join(FREQUENCIES)}")
+    change = ChoiceChange(
+        frequency=chosen,
+        topics=None if topics is None else split_topic_list(topics),
+        all_topics=all_topics,
+        pause_until=None if pause_until is None else parse_day(pause_until, "--pause-until"),
+        pause_weeks=pause_weeks,
+        resume=resume,
+    )
+    settings = _settings()
+    with _database(settings) as db:
+        reader = change_choices(settings, db, normalise_address(email), change)
+        picked = store.reader_topics(db, reader.id)
+    note = "" if reader.status == "active" else f" (they are {reader.status}: nothing is sent)"
+    typer.echo(f"{printable(reader.email)}: {describe_choices(reader, picked)}{note}")
+
+
 @subscribers_app.command("list")
 @reports_errors
 def subscribers_list(
@@ -223,32 +274,53 @@ def subscribers_list(
         ),
     ] = "active",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    topic: Annotated[
+        str | None, typer.Option("--topic", help="Only the readers of this topic.")
+    ] = None,
 ) -> None:
-    """List readers, a table for people or JSON lines for programs."""
+    """List readers, a table for people or JSON lines for programs.
+
+    Each reader's choices: every post or the weekly digest, a pause, their topics (`all`
+    until they pick some).
+    """
     import json
 
     from . import db as store
+    from .topics import check_topics, load_topics
 
     chosen = next((known for known in STATUS_FILTERS if known == status), None)
     if chosen is None:
         typer.echo(f"Error: --status must be one of {', '.join(STATUS_FILTERS)}", err=True)
         raise typer.Exit(2)
+    settings = _settings()
+    if topic is not None:
+        check_topics([topic], load_topics(settings.directory), "--topic")
     out = sys.stdout
-    with _database(_settings()) as db:
+    paused_after = store.now()
+    with _database(settings) as db:
         count = 0
         if not as_json:
-            out.write(f"{'EMAIL':<40} {'STATUS':<12} {'SOURCE':<6} {'SINCE':<25} NAME\n")
-        for subscriber in store.iter_subscribers(db, chosen):
+            out.write(
+                f"{'EMAIL':<40} {'STATUS':<12} {'SOURCE':<6} {'SINCE':<25} {'GETS':<6} "
+                f"{'PAUSED':<10} {'TOPICS':<20} NAME\n"
+            )
+        for subscriber in store.iter_subscribers(db, chosen, topic=topic):
             count += 1
+            picked = store.reader_topics(db, subscriber.id) if subscriber.topics_chosen else None
             if as_json:
                 record = vars(subscriber)  # flat: no asdict copy
+                record = {**record, "topics": None if picked is None else list(picked)}
                 if subscriber.status_reason in RETURNED_REASONS:
                     record = {**record, "events": _events(db, subscriber.id)}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             else:
+                until = subscriber.paused_until
+                paused = until[:10] if until and until > paused_after else "-"
+                shown = "all" if picked is None else ",".join(picked) or "none"
                 out.write(
                     f"{printable(subscriber.email):<40} {subscriber.status:<12} "
                     f"{subscriber.source:<6} {subscriber.created_at:<25} "
+                    f"{subscriber.frequency:<6} {paused:<10} {shown:<20} "
                     f"{printable(subscriber.name)}\n"
                 )
         if not as_json:
@@ -275,12 +347,17 @@ def subscribers_import(
     Who unsubscribed, bounced or complained there is kept here as left, so that no later
     import, form or `add` brings them back unasked; who is waiting to confirm stays pending.
     Someone who left here stays left whatever the file says; someone the file says left is
-    marked so here.
+    marked so here. A new reader's tags or labels that name a topic in topics.toml become
+    their topics; the summary names the tags that do not.
     """
     from . import subscriber_csv
+    from .topics import load_topics
 
-    with _database(_settings()) as db:
-        report = subscriber_csv.import_file(db, file, dry_run=dry_run)
+    settings = _settings()
+    with _database(settings) as db:
+        report = subscriber_csv.import_file(
+            db, file, dry_run=dry_run, topics=load_topics(settings.directory)
+        )
     if report.platforms:
         typer.echo(f"Read as the export of: {', '.join(sorted(report.platforms))}", err=True)
     for where, reason in report.rejected_lines:
@@ -483,6 +560,37 @@ def posts_command(
             )
 
 
+@app.command("topics")
+@reports_errors
+def topics_command() -> None:
+    """List the newsletter's topics (topics.toml) and how many active readers read each."""
+    from . import db as store
+    from .topics import TOPICS_FILE, load_topics
+
+    settings = _settings()
+    topics = load_topics(settings.directory)
+    if not topics:
+        what = "lists none" if (settings.directory / TOPICS_FILE).exists() else "does not exist"
+        typer.echo(
+            f"No topics: {TOPICS_FILE} {what}; write a table per topic in "
+            f"{settings.directory / TOPICS_FILE}, e.g. [inspections] then "
+            'title = "Inspections" and description = "What inspections find."'
+        )
+        return
+    with _database(settings) as db:
+        counts = store.choice_counts(db, [topic.name for topic in topics])
+    typer.echo(f"{'TOPIC':<24} {'READERS':>7}  {'TITLE':<28} DESCRIPTION")
+    for topic in topics:
+        typer.echo(
+            f"{topic.name:<24} {counts.per_topic[topic.name]:>7}  {printable(topic.title):<28} "
+            f"{printable(topic.description)}"
+        )
+    typer.echo(
+        f"{len(topics)} topics; {counts.all_topics} of {counts.every + counts.digest} active "
+        "readers read every topic (they never picked)"
+    )
+
+
 def _post_state(post: Post, state: str, sent: int, archived: set[str]) -> str:
     if sent:
         label = f"sent to {sent}"
@@ -561,16 +669,27 @@ def send(
         bool,
         typer.Option("--due", help="Send every post whose time has come and that was not sent."),
     ] = False,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--topic", help="Only to the readers of this topic (repeatable; overrides audience:)."
+        ),
+    ] = None,
 ) -> None:
     """Send a post to every active reader who has not had it yet.
 
-    Without a slug: the newest post that is not a draft and whose time has come.
+    Without a slug: the newest post that is not a draft and whose time has come. Readers on
+    the weekly digest or paused get nothing now; a post's `audience:` (or `topics:`), or
+    `--topic`, sends it to the readers of those topics only.
     """
     from . import db as store
     from . import schedule, sender
     from .addresses import normalise_address
 
     settings = _settings()
+    chosen_topics = tuple(topic or ())
+    if send_due and chosen_topics:
+        raise NewsletterError("--due sends each post to its own audience: give no --topic")
     if send_due:
         _send_due(settings, slug=slug, to=to, dry_run=dry_run, yes=yes)
         return
@@ -583,6 +702,7 @@ def send(
             "Nothing to send: every post that is due counts as published (a feed's back catalogue)"
         )
         return
+    readers_of = schedule.audience(settings, post, chosen_topics)  # an unknown topic stops here
     where = (
         f"SMTP {settings.smtp_host}:{settings.smtp_port}"
         if settings.uses_smtp
@@ -613,21 +733,27 @@ def send(
 
     settings.sender  # noqa: B018 - a missing From is reported before anything else
     with _database(settings) as db:
-        due = store.count_due(db, post.slug, schedule.audience(settings, post))
+        due = store.count_due(db, post.slug, readers_of)
         active = store.count_subscribers(db, "active")
+        per_topic = [(name, store.count_due(db, post.slug, [name])) for name in readers_of]
     if active == 0:
         raise NewsletterError(
             "there are no active subscribers; add one with `newsletter subscribers add EMAIL`"
         )
+    audience_note = f"; readers of {', '.join(readers_of)} only" if readers_of else ""
     if due == 0:
         typer.echo(
-            f"“{printable(post.title)}” has already been sent to every active reader; "
-            "nothing to do."
+            f"“{printable(post.title)}” has already been sent to every active reader"
+            f"{audience_note}; nothing to do."
         )
         return
     typer.echo(
         f"“{printable(post.title)}” ({post.slug}) to {due} of {active} active readers via {where}"
+        f"{audience_note}"
     )
+    if dry_run and per_topic:
+        for name, count in per_topic:
+            typer.echo(f"  {name}: {count} {'reader' if count == 1 else 'readers'}")
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             raise NewsletterError("not sending without confirmation: run with --yes")
@@ -635,7 +761,9 @@ def send(
             raise typer.Exit(1)
 
     with _progress(due, dry_run) as advance:
-        report = sender.send_post(settings, post, dry_run=dry_run, progress=advance)
+        report = sender.send_post(
+            settings, post, dry_run=dry_run, progress=advance, topics=chosen_topics
+        )
     _print_report(report)
 
 
@@ -1057,12 +1185,20 @@ def stats_command(
     from dataclasses import asdict
 
     from . import db as store
+    from .topics import load_topics
 
-    with _database(_settings()) as db:
+    settings = _settings()
+    topics = [topic.name for topic in load_topics(settings.directory)]
+    with _database(settings) as db:
         posts = store.post_stats(db)
         weeks = store.weekly_stats(db)
+        readers = store.choice_counts(db, topics)
     if as_json:
-        document = {"posts": [asdict(p) for p in posts], "weeks": [asdict(w) for w in weeks]}
+        document = {
+            "posts": [asdict(p) for p in posts],
+            "weeks": [asdict(w) for w in weeks],
+            "readers": asdict(readers),
+        }
         typer.echo(json.dumps(document, ensure_ascii=False, indent=2))
         return
     typer.echo(f"{'POST':<40} {'SENT':>7} {'BOUNCED':>8} {'COMPLAINTS':>11} {'UNSUBSCRIBED':>13}")
@@ -1072,6 +1208,13 @@ def stats_command(
         )
     if not posts:
         typer.echo("(nothing sent yet)")
+    typer.echo(
+        f"Active readers: {readers.every} every post, {readers.digest} weekly digest, "
+        f"{readers.paused} of them paused"
+    )
+    if topics:
+        per_topic = ", ".join(f"{name} {count}" for name, count in readers.per_topic.items())
+        typer.echo(f"Readers per topic: {per_topic} ({readers.all_topics} read every topic)")
     if weeks:
         typer.echo(_weekly_chart(weeks))
 
@@ -1186,6 +1329,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "remove": ("newsletter subscribers remove ann@example.org",),
     "delete": ("newsletter subscribers delete ann@example.org",),
+    "set": (
+        "newsletter subscribers set ann@example.org --frequency digest",
+        "newsletter subscribers set ann@example.org --topics inspections,practice",
+        "newsletter subscribers set ann@example.org --pause-weeks 3",
+    ),
+    "topics": ("newsletter topics",),
     "list": ("newsletter subscribers list", "newsletter subscribers list --status all --json"),
     "import": (
         "newsletter subscribers import mailchimp-export.zip --dry-run",
@@ -1204,6 +1353,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "newsletter send --to me@example.org",
         "newsletter send SLUG --yes",
         "newsletter send --due --yes",
+        "newsletter send SLUG --topic inspections --dry-run",
     ),
     "pull": (
         "newsletter pull https://BLOG.blogspot.com/feeds/posts/default",

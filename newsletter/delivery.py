@@ -2,8 +2,8 @@
 
 Outcomes: `sent` (the server took it), `bounced` (refused for the reader: `refusals` decides),
 `failed` (every try failed, or the sender was refused: the next run tries again) and `skipped`
-(unsubscribed since the run began). Each outcome is one committed write, made the moment it is
-known and before the connection takes its next reader.
+(unsubscribed, paused or chose otherwise since the run began). Each outcome is one committed
+write, made the moment it is known and before the connection takes its next reader.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def deliver(
             )
 
     attempts = recipient.attempts
-    with run.db_lock:
-        active = store.is_active(db, recipient.subscriber_id)
-    if not active:  # unsubscribed since the run began
-        record("skipped", "no longer subscribed", None)
+    with run.db_lock:  # left, paused or chose otherwise since the run began
+        why_not = store.why_not_mailed(
+            db, recipient.subscriber_id, digest=run.is_digest, topics=run.topics
+        )
+    if why_not is not None:
+        record("skipped", why_not, None)
         run.count("skipped")
         return transport
     envelope = run.messages.for_reader(

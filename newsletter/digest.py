@@ -83,6 +83,7 @@ def published_posts(settings: Settings, db: Database, now: dt.datetime) -> list[
     posts = [post for post in all_posts(settings).due(now) if post.slug not in archived]
     for post in posts:
         check_topics(post.topics, topics, post.path.name)
+        check_topics(post.audience, topics, post.path.name)
     return posts
 
 
@@ -162,7 +163,8 @@ def _queue(db: Database, digest: Digest, posts: list[Post]) -> None:
         store.oldest_window(db) or digest.window_start.isoformat(timespec="seconds"),
     )
     candidates = [
-        store.DigestCandidate(post.slug, _iso(post.published_at), post.topics)
+        # A post's `audience:` holds in the digest too: only its readers see it there.
+        store.DigestCandidate(post.slug, _iso(post.published_at), post.audience or post.topics)
         for post in posts
         if _iso(post.published_at) > floor
     ]

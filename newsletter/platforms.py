@@ -9,13 +9,14 @@ our statuses, or a reason to reject it. Nothing here touches the database.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from .vocab import STATUS_REASONS, StatusReason, SubscriberStatus
+from .vocab import FREQUENCIES, STATUS_REASONS, Frequency, StatusReason, SubscriberStatus
 
 # Statuses as (our status, reason); the reason "complaint" keeps a spam complaint apart.
 Verdict = tuple[SubscriberStatus, StatusReason | None]
@@ -103,6 +104,10 @@ class Row:
     tags: str | None
     platform: str | None = None
     source: str | None = None
+    # This tool's own export says what each reader chose; None: the file has no such column.
+    frequency: Frequency | None = None
+    paused_until: str | None = None
+    topics: str | None = None  # as exported: "" every topic, "(none)" none, else "a,b"
 
 
 class RowError(ValueError):
@@ -161,6 +166,9 @@ class Layout:
     tags: int | None = None
     source: int | None = None
     platform_column: int | None = None  # this tool's export says where each reader came from
+    frequency: int | None = None  # and what each reader chose
+    paused_until: int | None = None
+    topics: int | None = None
     verdict: VerdictOf = lambda _cell: ACTIVE
 
     def row(self, record: Sequence[str]) -> Row:
@@ -201,7 +209,20 @@ class Layout:
             if self.platform_column is not None
             else self.platform,
             source=cell(self.source).lower() or None,
+            frequency=self._frequency(cell(self.frequency)),
+            paused_until=first_of(
+                () if self.paused_until is None else (self.paused_until,), "the pause's end"
+            ),
+            topics=None if self.topics is None else cell(self.topics),
         )
+
+    def _frequency(self, value: str) -> Frequency | None:
+        if self.frequency is None or not value:
+            return None
+        found = next((known for known in FREQUENCIES if known == value.lower()), None)
+        if found is None:
+            raise RowError(f"unknown frequency {value!r} (every or digest)")
+        return found
 
 
 def _by_status(index: int | None, table: dict[str, Verdict], what: str) -> VerdictOf:
@@ -247,6 +268,9 @@ def recognise(header: Sequence[str]) -> Layout | None:
             tags=col("tags"),
             source=col("source"),
             platform_column=col("platform"),
+            frequency=col("frequency"),
+            paused_until=col("paused_until"),
+            topics=col("topics"),
             verdict=_own_verdict(col("status"), col("status_reason")),
         )
     if "email address" in have and have & {"optin_time", "member_rating", "leid", "euid"}:
@@ -403,6 +427,21 @@ def _own_verdict(status: int | None, reason: int | None) -> VerdictOf:
         return ours, next((known for known in STATUS_REASONS if known == given), None)
 
     return verdict
+
+
+def split_tags(raw: str) -> list[str]:
+    """A platform's tags or labels cell as its tags: Buttondown's JSON list `["a", "b"]`,
+    Mailchimp's quoted `"a","b"`, or Ghost's, Kit's and MailerLite's `a, b`."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            found = None
+        if isinstance(found, list):
+            return [str(tag).strip() for tag in found if str(tag).strip()]
+    cells = next(csv.reader([text], skipinitialspace=True), [])
+    return [tag.strip().strip('"').strip() for tag in cells if tag.strip().strip('"').strip()]
 
 
 # The first row is data, not a header: a plain `email[,name]` file.

@@ -96,8 +96,15 @@ class Run:
     # are the deliveries of `slug` that carry `variant`, `queued` of them.
     variant: str | None = None
     queued: int | None = None
+    # A post's audience (`schedule.audience`; none: every reader), asked again per delivery.
+    topics: tuple[str, ...] = ()
     # Decided on the first deliveries, in the parent, before any other connection starts.
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+
+    @property
+    def is_digest(self) -> bool:
+        """A digest's run: its readers are asked `reads_digest` again, not a post's rule."""
+        return store.is_digest(self.slug)
 
     def count(self, outcome: DeliveryOutcome, failure: str | None = None) -> None:
         with self.lock:

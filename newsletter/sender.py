@@ -96,6 +96,7 @@ def send_post(
                             transport_factory,
                             stop=threading.Event(),
                             rate=RateLimiter(settings.smtp_rate),
+                            topics=readers_of,
                         ),
                         db,
                     )

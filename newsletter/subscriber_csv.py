@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,9 @@ from sqlite_utils import Database
 from . import db as store
 from .addresses import clean_name, mend_name, normalise_address, suggest_domain
 from .errors import ImportFileError, SubscriberError
-from .platforms import PLAIN, Layout, RowError, escape_cell, recognise
+from .platforms import PLAIN, Layout, Row, RowError, escape_cell, recognise, split_tags
+from .terminal import printable
+from .topics import Topic
 from .vocab import SUBSCRIBER_SOURCES
 
 EXPORT_COLUMNS = (
@@ -37,7 +39,11 @@ EXPORT_COLUMNS = (
     "optin_ip",
     "left_at",
     "tags",
+    "frequency",
+    "paused_until",
+    "topics",
 )
+ALL_TOPICS, NO_TOPICS = "", "(none)"  # the `topics` cell of a reader of every topic, of none
 MAX_FIELD = 10_000
 MAX_LINE = 1_000_000
 BATCH = 2_000
@@ -61,6 +67,8 @@ class ImportReport:
     skipped_files: list[str] = field(default_factory=list)  # CSVs in a ZIP with no addresses
     platforms: set[str] = field(default_factory=set)
     dry_run: bool = False
+    with_topics: int = 0  # readers added with topics from the file (tags matching a topic)
+    ignored_tags: Counter[str] = field(default_factory=Counter)  # no topic of that name here
 
     def reject(self, where: str, why: str) -> None:
         self.rejected += 1
@@ -84,6 +92,14 @@ class ImportReport:
         parts.append(f"kept {self.kept} already on the list")
         if self.deletion_requests:
             parts.append(f"skipped {self.deletion_requests} Substack deletion requests")
+        if self.with_topics:
+            parts.append(f"topics from the file for {self.with_topics}")
+        if self.ignored_tags:
+            shown = ", ".join(
+                f"{printable(tag)} ({count})" for tag, count in self.ignored_tags.most_common(5)
+            )
+            more = ", …" if len(self.ignored_tags) > 5 else ""
+            parts.append(f"ignored tags that are no topic here: {shown}{more}")
         rejected = f"rejected {self.rejected}"
         if self.rejected_lines:
             wheres = [where for where, _ in self.rejected_lines[:10]]
@@ -98,15 +114,24 @@ class ImportReport:
         return "; ".join(parts)
 
 
-def import_file(db: Database, path: Path, *, dry_run: bool = False) -> ImportReport:
-    """Import a CSV, or every CSV in a ZIP, in one transaction (rolled back for a dry run)."""
+def import_file(
+    db: Database, path: Path, *, dry_run: bool = False, topics: Sequence[Topic] = ()
+) -> ImportReport:
+    """Import a CSV, or every CSV in a ZIP, in one transaction (rolled back for a dry run).
+
+    A new reader's tags or labels that name one of `topics` (its name or title, in any case)
+    become their topics; other tags are kept as text only. Our own export's `topics`,
+    `frequency` and `paused_until` come back as they were."""
     report = ImportReport(dry_run=dry_run)
+    known = {
+        spelling.lower(): topic.name for topic in topics for spelling in (topic.name, topic.title)
+    }
     with ExitStack() as stack:
         sources = _sources(path, stack)
         with store.import_transaction(db, dry_run=dry_run) as last_old_id:
             found_any = False
             for name, stream, in_zip in sources:
-                found_any |= _import_stream(db, stream, name, in_zip, last_old_id, report)
+                found_any |= _import_stream(db, stream, name, in_zip, last_old_id, report, known)
             if not found_any:
                 raise ImportFileError(f"{path.name} holds no CSV with an email column")
     return report
@@ -186,6 +211,7 @@ def _import_stream(
     in_zip: bool,
     last_old_id: int,
     report: ImportReport,
+    known: dict[str, str],
 ) -> bool:
     """Import one CSV stream; False for a CSV in a ZIP that holds no addresses (skipped)."""
     lines = _lines(raw, name)
@@ -235,7 +261,7 @@ def _import_stream(
                     )
                 layout = PLAIN
             where = f"{where_prefix}{line_number}"
-            subscriber = _subscriber(layout, record, where, report)
+            subscriber = _subscriber(layout, record, where, report, known)
             if subscriber is not None:
                 batch.append((where, subscriber))
                 if len(batch) >= BATCH:
@@ -254,7 +280,7 @@ def _import_stream(
 
 
 def _subscriber(
-    layout: Layout, record: list[str], where: str, report: ImportReport
+    layout: Layout, record: list[str], where: str, report: ImportReport, known: dict[str, str]
 ) -> store.NewSubscriber | None:
     try:
         row = layout.row(record)
@@ -289,7 +315,35 @@ def _subscriber(
         optin_ip=row.optin_ip,
         left_at=row.left_at,
         tags=row.tags,
+        frequency=row.frequency or "every",
+        paused_until=row.paused_until,
+        topics=_topics(row, known, report),
     )
+
+
+def _topics(row: Row, known: dict[str, str], report: ImportReport) -> tuple[str, ...] | None:
+    """The topics a row gives its reader (None: every topic): our export's `topics` cell, or a
+    platform's tags that name a topic here. A tag or topic not here is counted as ignored;
+    without topics.toml, tags are only text and nothing is counted."""
+    if row.topics is not None:
+        cell = row.topics.strip()
+        if cell == ALL_TOPICS:
+            return None
+        if cell == NO_TOPICS:
+            return ()
+        names = [name.strip() for name in cell.split(",") if name.strip()]
+    elif row.tags and known:
+        names = split_tags(row.tags)
+    else:
+        return None
+    matched = []
+    for name in names:
+        topic = known.get(name.lower())
+        if topic is None:
+            report.ignored_tags[name] += 1
+        else:
+            matched.append(topic)
+    return tuple(dict.fromkeys(matched)) or None
 
 
 def _merge(
@@ -303,6 +357,7 @@ def _merge(
     for (where, subscriber), outcome in zip(batch, outcomes, strict=True):
         if outcome == "added":
             report.added[subscriber.status] += 1
+            report.with_topics += subscriber.topics is not None
         elif outcome == "left":
             report.left += 1
         elif outcome == "kept":
@@ -319,8 +374,15 @@ def export_csv(db: Database, out: IO[str]) -> int:
     writer.writerow(EXPORT_COLUMNS)
     count = 0
     for subscriber in store.iter_subscribers(db, "all"):
+        picked = store.reader_topics(db, subscriber.id) if subscriber.topics_chosen else None
+        topics = ALL_TOPICS if picked is None else ",".join(picked) or NO_TOPICS
         writer.writerow(
-            [escape_cell(str(getattr(subscriber, column) or "")) for column in EXPORT_COLUMNS]
+            [
+                escape_cell(
+                    topics if column == "topics" else str(getattr(subscriber, column) or "")
+                )
+                for column in EXPORT_COLUMNS
+            ]
         )
         count += 1
     return count

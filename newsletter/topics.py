@@ -78,5 +78,5 @@ def audience_of(post: Post, topics: Sequence[Topic], chosen: Sequence[str] = ())
     `topics:`; none means every reader. Each is checked against the newsletter's topics."""
     check_topics(post.topics, topics, post.path.name)
     check_topics(post.audience, topics, post.path.name)
-    check_topics(chosen, topics, "--topic")
+    check_topics(chosen, topics, f"--topic for {post.path.name}")
     return tuple(chosen) or post.audience or post.topics

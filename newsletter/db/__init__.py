@@ -28,6 +28,8 @@ from ..vocab import (
     SubscriberStatus,
 )
 from .choices import (
+    ChoiceCounts,
+    choice_counts,
     mailed_each_post,
     not_paused,
     reader_topics,
@@ -36,6 +38,7 @@ from .choices import (
     set_frequency,
     set_pause,
     set_topics,
+    why_not_mailed,
 )
 from .digests import (
     DIGEST_PREFIX,
@@ -168,6 +171,7 @@ __all__ = [
     "SUBSCRIBER_COLUMNS",
     "SUBSCRIBER_STATUSES",
     "AddOutcome",
+    "ChoiceCounts",
     "Consent",
     "Delivery",
     "DeliveryStatus",
@@ -193,6 +197,7 @@ __all__ = [
     "archive_post",
     "archived_slugs",
     "bounced_since",
+    "choice_counts",
     "claim_confirmation",
     "connect",
     "count_delivered",
@@ -268,6 +273,7 @@ __all__ = [
     "unfinished_feed_posts",
     "used_slugs",
     "weekly_stats",
+    "why_not_mailed",
     "without_addresses",
     "write_off",
 ]

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlite_utils import Database
 
@@ -82,3 +83,51 @@ def reader_topics(db: Database, subscriber_id: int) -> tuple[str, ...] | None:
         [subscriber_id],
     ).fetchall()
     return tuple(r[0] for r in rows)
+
+
+def why_not_mailed(
+    db: Database, subscriber_id: int, *, digest: bool, topics: Sequence[str] = ()
+) -> str | None:
+    """Why a reader queued for a run no longer gets it, asked just before their message goes
+    (None: they still do). The run's own rule: a digest run asks `reads_digest`, a post's run
+    `mailed_each_post` of its audience, so a reader who paused, switched between the digest and
+    every post, or left the post's topics since it was queued is skipped."""
+    rule, params = reads_digest() if digest else mailed_each_post(topics)
+    row = db.execute(
+        f"SELECT s.status, {rule} FROM subscribers s WHERE s.id = ?", [*params, subscriber_id]
+    ).fetchone()
+    if row is None or row[0] != "active":
+        return "no longer subscribed"
+    if not row[1]:
+        return "paused, or chose the digest, every post or other topics since it was queued"
+    return None
+
+
+@dataclass(frozen=True)
+class ChoiceCounts:
+    """How the active readers chose, for `stats` and `topics`."""
+
+    every: int  # every post (paused ones included)
+    digest: int  # the weekly digest (paused ones included)
+    paused: int  # paused now, either way
+    all_topics: int  # never picked topics: they read every one
+    per_topic: dict[str, int]  # readers of each topic (those reading every topic included)
+
+
+def choice_counts(db: Database, topics: Sequence[str]) -> ChoiceCounts:
+    """The active readers by frequency, pause and topic (each of `topics`)."""
+    paused, paused_params = not_paused()
+    every, digest, paused_now, all_topics = db.execute(
+        "SELECT coalesce(sum(s.frequency = 'every'), 0), coalesce(sum(s.frequency = 'digest'), 0),"
+        f" coalesce(sum(NOT {paused}), 0), coalesce(sum(s.topics_chosen = 0), 0)"
+        " FROM subscribers s WHERE s.status = 'active'",
+        paused_params,
+    ).fetchone()
+    per_topic = {}
+    for topic in topics:
+        reads, params = reads_topics([topic])
+        (count,) = db.execute(
+            f"SELECT count(*) FROM subscribers s WHERE s.status = 'active' AND {reads}", params
+        ).fetchone()
+        per_topic[topic] = int(count)
+    return ChoiceCounts(int(every), int(digest), int(paused_now), int(all_topics), per_topic)

@@ -9,7 +9,13 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
-from ..vocab import LEFT_STATUSES, StatusReason, SubscriberSource, SubscriberStatus
+from ..vocab import (
+    LEFT_STATUSES,
+    Frequency,
+    StatusReason,
+    SubscriberSource,
+    SubscriberStatus,
+)
 from .schema import new_public_id, now
 
 
@@ -27,6 +33,9 @@ class NewSubscriber:
     optin_ip: str | None = None
     left_at: str | None = None
     tags: str | None = None
+    frequency: Frequency = "every"
+    paused_until: str | None = None
+    topics: tuple[str, ...] | None = None  # None: every topic (the default)
 
 
 def insert_new_subscribers(db: Database, rows: Iterable[NewSubscriber], *, dry_run: bool) -> int:
@@ -112,6 +121,7 @@ def merge_imported(
     outcomes: list[ImportOutcome] = []
     inserts: list[tuple[Any, ...]] = []
     leaving: list[tuple[Any, ...]] = []
+    chosen: list[tuple[str, str]] = []  # (topic, email) of the readers added who chose topics
     for r in rows:
         key = r.email.lower()
         here = found.get(key)
@@ -132,8 +142,12 @@ def merge_imported(
                     r.optin_ip,
                     r.left_at,
                     r.tags,
+                    r.frequency,
+                    r.paused_until,
+                    int(r.topics is not None),
                 )
             )
+            chosen.extend((topic, r.email) for topic in dict.fromkeys(r.topics or ()))
         elif r.status in LEFT_STATUSES and here[1] in ("active", "pending"):
             # Also when the address came earlier in this import (an export of several
             # audiences): if it says anywhere that they left, they left.
@@ -146,9 +160,14 @@ def merge_imported(
             outcomes.append("kept")
     db.conn.executemany(
         "INSERT INTO subscribers (email, name, status, source, created_at, status_changed_at,"
-        " status_reason, public_id, platform, optin_ip, left_at, tags)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " status_reason, public_id, platform, optin_ip, left_at, tags, frequency, paused_until,"
+        " topics_chosen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         inserts,
+    )
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO subscriber_topics (subscriber_id, topic)"
+        " SELECT id, ? FROM subscribers WHERE email = ?",
+        chosen,
     )
     db.conn.executemany(
         "UPDATE subscribers SET status = ?, status_changed_at = ?, status_reason = ?,"

@@ -11,6 +11,7 @@ from sqlite_utils import Database
 
 from ..errors import SubscriberError
 from ..vocab import Frequency, StatusFilter, StatusReason, SubscriberSource, SubscriberStatus
+from .choices import reads_topics
 from .schema import new_public_id, now, pages
 
 
@@ -206,10 +207,14 @@ def record_consent(db: Database, subscriber_id: int, consent: Consent) -> None:
 
 
 def iter_subscribers(
-    db: Database, status: StatusFilter = "all", batch: int = 2000
+    db: Database, status: StatusFilter = "all", batch: int = 2000, *, topic: str | None = None
 ) -> Iterator[Subscriber]:
-    """Stream readers in id order, so no list is held whole in memory."""
-    where, params = ("", []) if status == "all" else ("status = ? AND", [status])
+    """Stream readers in id order, so no list is held whole in memory; with `topic`, only
+    its readers (those who read every topic included)."""
+    where, params = ("", list[str]()) if status == "all" else ("status = ? AND", [str(status)])
+    if topic is not None:
+        reads, topic_params = reads_topics([topic], "subscribers")
+        where, params = f"{where} {reads} AND", [*params, *topic_params]
     sql = f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE {where} id > ? ORDER BY id LIMIT ?"
     for row in pages(db, sql, params, batch):
         yield Subscriber(*row)
