@@ -161,6 +161,12 @@ def unsubscribe_url(settings: Settings, token: str) -> str:
     return f"{settings.base_url}/unsubscribe/{token}"
 
 
+def preferences_url(settings: Settings, token: str) -> str:
+    """The reader's "Manage your subscription" page, under the same token as the unsubscribe
+    link (`preferences` says why one token), so it costs nothing more per reader."""
+    return f"{settings.base_url}/preferences/{token}"
+
+
 def read_online_url(settings: Settings, post: Post) -> str | None:
     """The post on the web archive; none while the base URL is the local default, which no
     reader can open."""
@@ -239,6 +245,7 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
         },
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
+        "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
     check_css(settings.templates_dir / "email.css")
     html_part = inline_css(render_template(env, "email.html", context))
@@ -313,6 +320,7 @@ def render_digest(
         },
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
+        "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
     check_css(settings.templates_dir / "email.css")
     html_part = inline_css(render_template(env, DIGEST_TEMPLATES[0], context))
@@ -342,6 +350,7 @@ def render_welcome(
         ),
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
+        "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
     check_css(settings.templates_dir / "email.css")
     html_part = inline_css(render_template(env, WELCOME_TEMPLATES[0], context))

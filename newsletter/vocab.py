@@ -30,6 +30,10 @@ SUBSCRIBER_SOURCES: tuple[SubscriberSource, ...] = get_args(SubscriberSource)
 Frequency = Literal["every", "digest"]
 FREQUENCIES: tuple[Frequency, ...] = get_args(Frequency)
 
+# The pause a reader picks on the preferences page: keep the one they have, none, or a length.
+PauseChoice = Literal["keep", "none", "2-weeks", "1-month", "3-months"]
+PAUSE_CHOICES: tuple[PauseChoice, ...] = get_args(PauseChoice)
+
 # Why a reader's status last changed; a reason decides who may undo it (an author's removal is
 # not undone by the reader's resubscribe button; a complaint never by an import).
 StatusReason = Literal[

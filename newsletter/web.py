@@ -9,6 +9,7 @@ an unsubscribe the moment it is committed.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 import mimetypes
@@ -41,7 +42,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from . import db as store
-from . import subscribe
+from . import preferences, subscribe
 from .addresses import (
     MAX_ADDRESS_LENGTH,
     MAX_NAME_LENGTH,
@@ -69,6 +70,8 @@ SUBSCRIBE_FORM = "web: subscribe form, confirmed by the emailed link"
 RESUBSCRIBE_FORM = "web: resubscribe button after unsubscribing"
 MAX_BODY_BYTES = 64 * 1024
 MAX_TRACKED_CLIENTS = 10_000
+# A reader may try a few settings in a row; a client saving more often than this is not one.
+PREFERENCES_LIMIT_PER_HOUR = 30
 SHUTDOWN_WAIT_SECONDS = 30.0
 # Checked at start-up; base.html and style.css too, or their absence shows only as a 500.
 TEMPLATES = (
@@ -79,6 +82,8 @@ TEMPLATES = (
     "web/confirm.html",
     "web/unsubscribe.html",
     "web/unsubscribed.html",
+    "web/preferences.html",
+    "web/preferences_saved.html",
     "web/posts.html",
     "web/post.html",
     "web/subscribe_form.html",
@@ -137,6 +142,8 @@ def create_app(settings: Settings, *, sns_fetch: Callable[[str], bytes] | None =
             Route("/unsubscribe/{token}", site.unsubscribe_page, methods=["GET"]),
             Route("/unsubscribe/{token}", site.unsubscribe, methods=["POST"]),
             Route("/resubscribe/{token}", site.resubscribe, methods=["POST"]),
+            Route("/preferences/{token}", site.preferences_page, methods=["GET"]),
+            Route("/preferences/{token}", site.save_preferences, methods=["POST"]),
             Route("/posts", site.posts_without_slash, methods=["GET"]),
             Route("/posts/", site.posts, methods=["GET"]),
             Route("/posts/{slug}", site.post, methods=["GET"]),
@@ -265,6 +272,7 @@ class _Site:
         self.env = env
         self.tokens = tokens
         self.limiter = ClientLimiter(settings.subscribe_limit_per_hour)
+        self.preferences_limiter = ClientLimiter(PREFERENCES_LIMIT_PER_HOUR)
         self.emails = WorkQueue("newsletter emails to readers")  # confirmations and welcomes
         self.sns_fetch: Callable[[str], bytes] | None = None
         self.newsletter = {
@@ -490,6 +498,111 @@ class _Site:
         return self.notice(
             "Welcome back",
             f"{mask_address(reader.email)} will get the posts of {self.settings.title} again.",
+        )
+
+    # --- preferences (`preferences` checks and applies; this parses and answers) -------------
+
+    async def preferences_page(self, request: Request) -> Response:
+        """The form; a GET changes nothing. A reader who left sees the unsubscribe outcome."""
+        token = request.path_params["token"]
+        choices = await self.in_db(
+            lambda db: preferences.reader_choices(self.settings, db, self.tokens, token)
+        )
+        if choices.reader.status == "unsubscribed":
+            return self.page(
+                "unsubscribed.html",
+                token=token,
+                masked_address=mask_address(choices.reader.email),
+                can_resubscribe=subscribe.may_resubscribe(choices.reader),
+            )
+        if choices.reader.status != "active":
+            return self.notice(
+                "Not subscribed",
+                f"{mask_address(choices.reader.email)} does not get {self.settings.title}, so "
+                "there are no choices to change.",
+            )
+        return self.preferences_form(request, token, choices)
+
+    def preferences_form(
+        self,
+        request: Request,
+        token: str,
+        choices: preferences.Choices,
+        status_code: int = 200,
+        error: str | None = None,
+    ) -> Response:
+        paused_until = None
+        if choices.paused() and choices.paused_until is not None:
+            until = dt.datetime.fromisoformat(choices.paused_until)
+            paused_until = until.astimezone(self.settings.timezone).strftime("%-d %B %Y")
+        offered = ("none", *preferences.PAUSE_DAYS)
+        pauses = [(p, preferences.PAUSE_LABELS[p]) for p in offered]
+        if paused_until:
+            pauses.insert(0, ("keep", f"Keep my pause (until {paused_until})"))
+            pauses[1] = ("none", "End my pause now")
+        return self.with_form(
+            request,
+            "preferences.html",
+            status_code,
+            error=error,
+            token=token,
+            masked_address=mask_address(choices.reader.email),
+            choices=choices,
+            topics=choices.newsletter_topics,
+            digest_time=preferences.digest_time(self.settings),
+            pauses=pauses,
+            paused_until=paused_until,
+        )
+
+    async def save_preferences(self, request: Request) -> Response:
+        """The same rules as the subscribe form: a CSRF token tied to the cookie, a per-client
+        limit, and the signed link for who it is; anything refused changes nothing."""
+        token = request.path_params["token"]
+        form = await request.form(max_files=0, max_fields=200, max_part_size=4096)
+        try:
+            self.tokens.read_form(_field(form, "csrf"), request.cookies.get(FORM_COOKIE, ""))
+        except BadToken as e:
+            choices = await self.in_db(
+                lambda db: preferences.reader_choices(self.settings, db, self.tokens, token)
+            )
+            if choices.reader.status != "active":
+                return self.notice("That did not work", f"Sorry: {e}.", status_code=403)
+            return self.preferences_form(request, token, choices, 403, str(e))
+        if not self.preferences_limiter.allow(_client_ip(request) or ""):
+            response = self.notice(
+                "Too many requests",
+                "This connection has saved choices too often. Please try again in an hour.",
+                status_code=429,
+            )
+            response.headers["Retry-After"] = "3600"
+            return response
+        ticked = [v for v in form.getlist("topic") if isinstance(v, str)]
+        requested = preferences.Requested(
+            topics=tuple(ticked) if "topics_shown" in form else None,
+            frequency=_field(form, "frequency"),
+            pause=_field(form, "pause") or "keep",
+        )
+
+        def save(db: Database) -> preferences.Choices | tuple[preferences.Choices, str]:
+            try:
+                return preferences.save_choices(self.settings, db, self.tokens, token, requested)
+            except SubscriberError as e:  # the form again, with the reason, if they still read
+                try:
+                    choices = preferences.reader_choices(self.settings, db, self.tokens, token)
+                except NotOnList:
+                    raise e from None
+                if choices.reader.status != "active":
+                    raise
+                return choices, str(e)
+
+        saved = await self.in_db(save)
+        if isinstance(saved, tuple):
+            return self.preferences_form(request, token, saved[0], 400, f"Sorry: {saved[1]}.")
+        return self.page(
+            "preferences_saved.html",
+            token=token,
+            masked_address=mask_address(saved.reader.email),
+            lines=preferences.describe(self.settings, saved),
         )
 
     # --- read online ------------------------------------------------------------------------

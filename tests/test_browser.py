@@ -10,6 +10,7 @@ import pytest
 from sqlite_utils import Database
 
 from newsletter import db as store
+from newsletter.db.choices import reader_topics
 from newsletter.keys import reader_tokens
 
 from .conftest import Cli, LiveServer, SmtpSink
@@ -102,6 +103,7 @@ def test_emails_and_pages_fit_a_phone_and_a_desktop(
         "/posts/",
         *(f"/posts/{slug}" for slug in slugs),
         f"/unsubscribe/{tokens.unsubscribe(reader.public_id)}",
+        f"/preferences/{tokens.unsubscribe(reader.public_id)}",
         f"/confirm/{tokens.confirm(pending.public_id)}",
         "/no-such-page",
     ]
@@ -164,3 +166,41 @@ def test_a_post_with_a_table_and_a_wide_image_fits_a_phone(
             assert page.evaluate("document.documentElement.scrollWidth") <= width, where
     finally:
         page.close()
+
+
+def test_a_reader_changes_topics_and_frequency_in_the_browser(
+    live_server: LiveServer, cli: Cli, smtp_sink: SmtpSink, db: Database, chromium
+) -> None:
+    """From the Manage link of a received email, without any script of ours on the page."""
+    (live_server.settings.directory / "topics.toml").write_text(
+        '[inspections]\ntitle = "Inspections"\n\n[practice]\ntitle = "Practice"\n'
+        'description = "How the work is done."\n'
+    )
+    cli("subscribers", "add", READER, "--name", "A Reader")
+    cli("send", "--yes")
+    (received,) = smtp_sink.received
+    html = received.message.get_body(("html",)).get_content()
+    found = re.search(r'href="(http://127\.0\.0\.1:\d+/preferences/[^"]+)"', html)
+    assert found, html
+
+    page = chromium.new_page(viewport={"width": 375, "height": 800})
+    try:
+        page.goto(found.group(1))
+        assert page.title() == "Your subscription · Child Protection Notes"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        practice = page.get_by_label("Practice")  # each control is named by its label
+        assert practice.is_checked() and page.get_by_label("Inspections").is_checked()
+        assert page.get_by_label("Every post, in its own email").is_checked()
+        practice.uncheck()
+        page.get_by_label("A weekly digest, on Sundays at 08:00 (UTC)").check()
+        page.get_by_label("Take a break from the emails").select_option("none")
+        page.get_by_role("button", name="Save my choices").click()
+        page.wait_for_load_state()
+        assert page.locator("h1").inner_text() == "Your choices are saved"
+        assert "Posts on Inspections, and posts for every reader." in page.content()
+    finally:
+        page.close()
+    reader = store.get_subscriber(db, READER)
+    assert reader is not None
+    assert (reader.status, reader.frequency, reader.paused_until) == ("active", "digest", None)
+    assert reader_topics(db, reader.id) == ("inspections",)
