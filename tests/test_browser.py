@@ -204,3 +204,51 @@ def test_a_reader_changes_topics_and_frequency_in_the_browser(
     assert reader is not None
     assert (reader.status, reader.frequency, reader.paused_until) == ("active", "digest", None)
     assert reader_topics(db, reader.id) == ("inspections",)
+
+
+def test_every_reader_page_passes_axe(
+    live_server: LiveServer, cli: Cli, smtp_sink: SmtpSink, db: Database, chromium
+) -> None:
+    """axe-core (the engine behind Lighthouse's accessibility audit) on each page a reader
+    meets, the preferences page with topics included: no violation at all."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    (live_server.settings.directory / "topics.toml").write_text(
+        '[inspections]\ntitle = "Inspections"\n\n[practice]\ntitle = "Practice"\n'
+    )
+    slugs = send_every_post(cli, live_server.settings.directory)
+    tokens = reader_tokens(live_server.settings, db)
+    reader = store.get_subscriber(db, READER)
+    assert reader is not None
+    pending = store.add_subscriber(db, "pending@example.org", status="pending")
+    paths = [
+        "/",
+        "/posts/",
+        f"/posts/{slugs[0]}",
+        f"/preferences/{tokens.unsubscribe(reader.public_id)}",
+        f"/unsubscribe/{tokens.unsubscribe(reader.public_id)}",
+        f"/confirm/{tokens.confirm(pending.public_id)}",
+        "/no-such-page",
+    ]
+    axe = Axe()
+    page = chromium.new_page(viewport={"width": 375, "height": 800})
+    try:
+        found = {}
+        for path in paths:
+            page.goto(live_server.url + path)
+            violations = axe.run(page).response["violations"]
+            found[path] = [(v["id"], v["impact"], len(v["nodes"])) for v in violations]
+        emails = [r.message.get_body(("html",)).get_content() for r in smtp_sink.received]
+        page.set_content(emails[0])
+        # An email is shown inside the mail client's own page, which has the landmarks: the
+        # two page-landmark rules do not apply to it; every other rule does.
+        page_only = {
+            "rules": {"landmark-one-main": {"enabled": False}, "region": {"enabled": False}}
+        }
+        found["the email"] = [
+            (v["id"], v["impact"], len(v["nodes"]))
+            for v in axe.run(page, options=page_only).response["violations"]
+        ]
+    finally:
+        page.close()
+    assert found == {path: [] for path in found}
