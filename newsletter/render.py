@@ -243,19 +243,8 @@ def render_issue(post: Post, settings: Settings, env: jinja2.Environment) -> Ren
             "link": post.link,
             "summary_only": post.summary_only,
         },
-        "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
-        "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
-        "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
-    check_css(settings.templates_dir / "email.css")
-    html_part = inline_css(render_template(env, "email.html", context))
-    text_part = render_template(env, "email.txt", context)
-    return RenderedIssue(
-        slug=post.slug,
-        subject=post.title,
-        html=Personalised.parse(html_part),
-        text=Personalised.parse(_normalise_text(text_part)),
-    )
+    return _render_email(settings, env, ("email.html", "email.txt"), context, post.slug, post.title)
 
 
 DIGEST_TEMPLATES = ("digest.html", "digest.txt")
@@ -318,19 +307,8 @@ def render_digest(
                 " · ".join(post.title for post in posts), typographer=settings.typographer
             ),
         },
-        "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
-        "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
-        "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
-    check_css(settings.templates_dir / "email.css")
-    html_part = inline_css(render_template(env, DIGEST_TEMPLATES[0], context))
-    text_part = render_template(env, DIGEST_TEMPLATES[1], context)
-    return RenderedIssue(
-        slug=slug,
-        subject=subject,
-        html=Personalised.parse(html_part),
-        text=Personalised.parse(_normalise_text(text_part)),
-    )
+    return _render_email(settings, env, DIGEST_TEMPLATES, context, slug, subject)
 
 
 def render_welcome(
@@ -348,16 +326,34 @@ def render_welcome(
             if newest
             else None
         ),
+    }
+    return _render_email(
+        settings, env, WELCOME_TEMPLATES, context, WELCOME_SLUG, f"Welcome to {settings.title}"
+    )
+
+
+def _render_email(
+    settings: Settings,
+    env: jinja2.Environment,
+    templates: tuple[str, str],
+    context: Mapping[str, object],
+    slug: str,
+    subject: str,
+) -> RenderedIssue:
+    """The one way every email is rendered: its own context plus the reader's placeholders
+    and links (filled per reader later), the HTML inlined by premailer, the text normalised."""
+    context = {
+        **context,
         "reader": {"name": PLACEHOLDERS["name"], "email": PLACEHOLDERS["email"]},
         "unsubscribe_url": unsubscribe_url(settings, PLACEHOLDERS["token"]),
         "preferences_url": preferences_url(settings, PLACEHOLDERS["token"]),
     }
     check_css(settings.templates_dir / "email.css")
-    html_part = inline_css(render_template(env, WELCOME_TEMPLATES[0], context))
-    text_part = render_template(env, WELCOME_TEMPLATES[1], context)
+    html_part = inline_css(render_template(env, templates[0], context))
+    text_part = render_template(env, templates[1], context)
     return RenderedIssue(
-        slug=WELCOME_SLUG,
-        subject=f"Welcome to {settings.title}",
+        slug=slug,
+        subject=subject,
         html=Personalised.parse(html_part),
         text=Personalised.parse(_normalise_text(text_part)),
     )
