@@ -76,7 +76,7 @@ def deliver(
         attempts += 1
         try:
             if transport is None:
-                transport = run.transport_factory(settings)
+                transport = run.open_transport()
             reply = transport.send(envelope)
         except TransportError as e:
             if not e.temporary:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import mailbox
 import smtplib
+import socket
 import ssl
 from pathlib import Path
 from typing import NoReturn, Protocol
@@ -84,6 +85,8 @@ class SMTPTransport:
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
         self._pipelining = False
+        self._connecting: smtplib.SMTP | None = None  # for abort(), while it greets
+        self._aborted = False
 
     @property
     def where(self) -> str:
@@ -97,10 +100,17 @@ class SMTPTransport:
         try:
             if settings.smtp_security == "ssl":
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=timeout, context=ssl.create_default_context()
+                    timeout=timeout, context=ssl.create_default_context()
                 )
             else:
-                conn = smtplib.SMTP(self.host, self.port, timeout=timeout)
+                conn = smtplib.SMTP(timeout=timeout)
+            self._connecting = conn
+            if self._aborted:
+                raise OSError("the send was stopped")
+            code, greeting = conn.connect(self.host, self.port)
+            if code != 220:
+                conn.close()
+                raise smtplib.SMTPConnectError(code, greeting)
             if settings.smtp_security == "starttls":
                 conn.ehlo()
                 if not conn.has_extn("starttls"):
@@ -145,7 +155,7 @@ class SMTPTransport:
                     f"login to the SMTP server {self.where} failed: {_describe(e)}",
                     temporary=True,
                 ) from e
-        self._conn = conn
+        self._conn, self._connecting = conn, None
         self._sent_on_connection = 0
         self._pipelining = conn.has_extn("pipelining")
 
@@ -165,6 +175,14 @@ class SMTPTransport:
         except (smtplib.SMTPServerDisconnected, OSError) as e:
             self._drop()
             raise DeliveryRefused(f"connection lost: {_describe(e)}", permanent=False) from e
+        except DeliveryRefused:
+            raise  # refused cleanly: the connection is back between messages
+        except BaseException:
+            # Interrupted mid-message (Ctrl-C): the server may be reading message text, where
+            # close()'s QUIT would be taken as more of it and wait out NEWSLETTER_SMTP_TIMEOUT
+            # for an answer. Drop the connection; the server discards what it half had.
+            self._drop()
+            raise
         self._sent_on_connection += 1
         return f"{code} {_text(reply)}"
 
@@ -236,6 +254,16 @@ class SMTPTransport:
             with contextlib.suppress(OSError):
                 self._conn.close()
         self._conn = None
+
+    def abort(self) -> None:
+        """Shut the socket from another thread: a read blocked on it returns at once, and
+        the send in hand fails as a lost connection (the next run sends it again)."""
+        self._aborted = True
+        conn = self._conn or self._connecting
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._conn is not None:

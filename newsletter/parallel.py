@@ -18,6 +18,7 @@ import itertools
 import os
 import resource
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +37,9 @@ from .signing import Prepared, SigningPool
 # TCP (and TLS, and login) handshake, a process half a second of start-up and 50 MB.
 READERS_PER_CONNECTION = 10
 READERS_PER_SIGNER = 2000
+# How long a stopped run's connections may take to finish the message in hand.
+STOP_GRACE_SECONDS = 5.0
+ABORT_GRACE_SECONDS = 2.0  # and then, once their sockets are shut, to write down the outcome
 
 
 @dataclass(frozen=True)
@@ -154,14 +158,37 @@ def run_connections(
     ]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            try:
-                thread.join(timeout=0.2)
-            except KeyboardInterrupt:  # Ctrl-C: the connections finish the message in hand
-                run.halt(INTERRUPTED)
+    _join_or_abort(run, threads)
     if errors:
         raise errors[0]
+
+
+def _join_or_abort(run: Run, threads: list[threading.Thread]) -> None:
+    """Wait for the connections; once the run is stopped, give them STOP_GRACE_SECONDS to
+    finish the message in hand, then shut their sockets, so a server that does not answer
+    holds a stop for seconds, not NEWSLETTER_SMTP_TIMEOUT (30 s, per read). A thread still
+    busy ABORT_GRACE_SECONDS later (still greeting, which no socket of the run's reaches yet)
+    is left to end with the process: it holds at most one message accepted but unrecorded,
+    as a killed send would."""
+    stopped_at: float | None = None
+    aborted = False
+    while any(thread.is_alive() for thread in threads):
+        try:
+            next(t for t in threads if t.is_alive()).join(timeout=0.1)
+        except KeyboardInterrupt:  # Ctrl-C: the connections finish the message in hand
+            run.halt(INTERRUPTED)
+        except StopIteration:
+            break
+        if not run.stop.is_set():
+            continue
+        now = time.monotonic()
+        if stopped_at is None:
+            stopped_at = now
+        elif not aborted and now - stopped_at > STOP_GRACE_SECONDS:
+            run.abort_transports()
+            aborted = True
+        elif aborted and now - stopped_at > STOP_GRACE_SECONDS + ABORT_GRACE_SECONDS:
+            return
 
 
 def _room_for_sockets(connections: int) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from . import db as store
 from .config import Settings
@@ -30,6 +30,13 @@ class StopFlag(Protocol):
     def is_set(self) -> bool: ...
     def set(self) -> None: ...
     def wait(self, timeout: float | None = None) -> bool: ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """A transport whose blocked read another thread can end (SMTP: its socket shut)."""
+
+    def abort(self) -> None: ...
 
 
 @dataclass
@@ -100,6 +107,8 @@ class Run:
     topics: tuple[str, ...] = ()
     # Decided on the first deliveries, in the parent, before any other connection starts.
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    # Every transport opened for this run, for `abort_transports`.
+    transports: list[Transport] = field(default_factory=list)
 
     @property
     def is_digest(self) -> bool:
@@ -127,6 +136,21 @@ class Run:
     def prepare(self, recipient: store.Recipient) -> Prepared:
         """A reader to send to here: the token made now, the message signed when sent."""
         return Prepared(recipient, self.tokens.unsubscribe(recipient.public_id, self.slug))
+
+    def open_transport(self) -> Transport:
+        """A new connection for one of the run's threads, kept where a stop can reach it."""
+        transport = self.transport_factory(self.settings)
+        with self.lock:
+            self.transports.append(transport)
+        return transport
+
+    def abort_transports(self) -> None:
+        """End every connection's wait on the server now: for a stop whose grace ran out."""
+        with self.lock:
+            transports = list(self.transports)
+        for transport in transports:
+            if isinstance(transport, Abortable):
+                transport.abort()
 
     def halt(self, reason: str) -> None:
         if self.report.stopped is None:

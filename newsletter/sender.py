@@ -138,9 +138,9 @@ def deliver_queued(run: Run, db: Database) -> None:
 
 def _run(run: Run, db: Database, connections: int, signers: SigningPool | None) -> None:
     """Deliver to everyone queued; the send log's run row says how it ended."""
-    settings, report = run.settings, run.report
+    report = run.report
     try:
-        first = run.transport_factory(settings)  # fail here, before any process, if unreachable
+        first = run.open_transport()  # fail here, before any process, if unreachable
     except TransportError as e:
         store.finish_send(
             db, run.send_id, status="stopped", sent=0, failed=0, bounced=0, skipped=0, note=str(e)

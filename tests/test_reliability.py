@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -363,12 +365,12 @@ def test_ctrl_c_stops_cleanly_and_the_next_send_finishes(
     write_env(smtp_project, SMTP_CONNECTIONS=connections, SMTP_RATE=300)
     readers = seed_readers(smtp_project, 800)
     first = _newsletter(smtp_project, "send", "--yes")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # a deadline for a loaded machine, not a pace
     while len(smtp_sink.received) < 100:
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(first.pid, signal.SIGINT)  # what Ctrl-C does: the whole group
-    out, err = first.communicate(timeout=60)
+    out, err = first.communicate(timeout=120)
     assert first.returncode == 1
     assert out.decode().splitlines()[-1].startswith("Sent ")
     assert err.decode().endswith(
@@ -382,3 +384,72 @@ def test_ctrl_c_stops_cleanly_and_the_next_send_finishes(
     counts = smtp_sink.per_recipient()
     assert set(counts) == set(readers)
     assert sum(counts.values()) - len(readers) <= connections  # the ones in flight, at most
+
+
+class _SilentAfterData:
+    """An SMTP server that takes `answered` messages, then answers the next DATA's 354,
+    reads the message and says nothing more: a Ctrl-C lands while the sender is
+    mid-message, waiting on it."""
+
+    def __init__(self, answered: int) -> None:
+        self.answered = answered
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.in_message = threading.Event()
+        self.quit_seen = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 silent ESMTP\r\n")
+            in_data, taken = False, 0
+            for line in lines:
+                if in_data and taken == self.answered:  # the silent one
+                    self.in_message.set()
+                    if line.upper() == b"QUIT\r\n":
+                        self.quit_seen.set()
+                elif in_data:
+                    if line == b".\r\n":
+                        conn.sendall(b"250 OK\r\n")
+                        in_data, taken = False, taken + 1
+                elif line[:4].upper() == b"EHLO":
+                    conn.sendall(b"250-silent\r\n250 PIPELINING\r\n")
+                elif line[:4].upper() == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    in_data = True
+                else:
+                    conn.sendall(b"250 OK\r\n")
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_ctrl_c_mid_message_stops_without_waiting_on_the_server(
+    project: Path, connections: int
+) -> None:
+    """Ctrl-C while the server holds a half-sent message (and, with 3, two connections wait
+    for a greeting that never comes): the send ends in seconds, not after
+    NEWSLETTER_SMTP_TIMEOUT; a QUIT written into the message would wait that long too."""
+    server = _SilentAfterData(answered=25)  # past the circuit breaker's one-by-one start
+    write_env(
+        project,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=server.port,
+        SMTP_SECURITY="none",
+        SMTP_TIMEOUT=3600,
+        SMTP_CONNECTIONS=connections,
+    )
+    readers = seed_readers(project, 30)
+    send = _newsletter(project, "send", "--yes")
+    assert server.in_message.wait(120), "the send never reached the message text"
+    os.killpg(send.pid, signal.SIGINT)
+    _, err = send.communicate(timeout=120)  # a deadline; before the fix it waits an hour
+    assert send.returncode == 1
+    assert err.decode().endswith(
+        "Error: stopped early: interrupted; run `newsletter send` again to finish\n"
+    )
+    assert not server.quit_seen.is_set(), "a QUIT was written into the message"
+    assert database_last_send(project)["status"] == "stopped"
+    log = deliveries(project)
+    statuses = Counter(log[r].status for r in readers)
+    assert statuses["sent"] == 25, statuses  # the server took 25; the rest go next run
+    assert statuses["pending"] + statuses["failed"] == 5, statuses
