@@ -683,7 +683,7 @@ class _Site:
             )
         try:
             payload = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting fits in the body limit
             return JSONResponse({"error": "not JSON"}, status_code=400)
         reports = postmark_reports(payload)
         outcomes = await run_in_threadpool(apply_relay_reports, self.settings, "postmark", reports)
