@@ -148,7 +148,10 @@ def parse_when(raw: str) -> str:
         raise RowError(f"{raw!r} is not a date") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="seconds")
+    try:
+        return when.astimezone(UTC).isoformat(timespec="seconds")
+    except OverflowError:  # 9999-12-31T23:59:59-12:00 is past year 9999 in UTC
+        raise RowError(f"{raw!r} is not a date that can be kept") from None
 
 
 @dataclass(frozen=True)

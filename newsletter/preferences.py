@@ -131,9 +131,19 @@ def describe(settings: Settings, choices: Choices, now: datetime | None = None) 
             titles = [t.title for t in choices.newsletter_topics if t.name in choices.topics]
             lines.append(f"Posts on {', '.join(titles)}, and posts for every reader.")
     if choices.paused(now) and choices.paused_until is not None:
-        until = datetime.fromisoformat(choices.paused_until).astimezone(settings.timezone)
-        lines.append(f"Nothing until {until.strftime('%-d %B %Y')}; then as above.")
+        lines.append(f"Nothing until {pause_day(settings, choices.paused_until)}; then as above.")
     return lines
+
+
+def pause_day(settings: Settings, paused_until: str) -> str:
+    """The day a pause ends, in the author's zone: "20 December 2026". A pause the author set
+    to 9999-12-31 is past year 9999 east of UTC, so that one is given as UTC's day."""
+    until = datetime.fromisoformat(paused_until)
+    try:
+        until = until.astimezone(settings.timezone)
+    except OverflowError:
+        until = until.astimezone(UTC)
+    return until.strftime("%-d %B %Y")
 
 
 def _choices(settings: Settings, db: Database, reader: store.Subscriber) -> Choices:

@@ -54,7 +54,10 @@ def pause_end(settings: Settings, change: ChoiceChange, now: dt.datetime) -> str
     if change.pause_weeks is not None:
         if change.pause_weeks < 1:
             raise SubscriberError("--pause-weeks must be 1 or more")
-        end = now + dt.timedelta(weeks=change.pause_weeks)
+        try:
+            end = now + dt.timedelta(weeks=change.pause_weeks)
+        except OverflowError:  # past year 9999
+            raise SubscriberError(f"--pause-weeks {change.pause_weeks} is too far away") from None
     elif change.pause_until is not None:
         end = dt.datetime.combine(change.pause_until, dt.time(0), settings.timezone)
         if end <= now:

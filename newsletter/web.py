@@ -9,7 +9,6 @@ an unsubscribe the moment it is committed.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import logging
 import mimetypes
@@ -533,8 +532,7 @@ class _Site:
     ) -> Response:
         paused_until = None
         if choices.paused() and choices.paused_until is not None:
-            until = dt.datetime.fromisoformat(choices.paused_until)
-            paused_until = until.astimezone(self.settings.timezone).strftime("%-d %B %Y")
+            paused_until = preferences.pause_day(self.settings, choices.paused_until)
         offered = ("none", *preferences.PAUSE_DAYS)
         pauses = [(p, preferences.PAUSE_LABELS[p]) for p in offered]
         if paused_until:
@@ -683,7 +681,7 @@ class _Site:
             )
         try:
             payload = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting fits in the body limit
             return JSONResponse({"error": "not JSON"}, status_code=400)
         reports = postmark_reports(payload)
         outcomes = await run_in_threadpool(apply_relay_reports, self.settings, "postmark", reports)

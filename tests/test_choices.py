@@ -131,6 +131,7 @@ def test_set_refuses_bad_input_and_changes_nothing(cli: Cli, project: Path) -> N
             f"Error: --pause-until {past} is not in the future"
         ),
         ("--pause-weeks", "0"): "Error: --pause-weeks must be 1 or more",
+        ("--pause-weeks", "1000000000"): "Error: --pause-weeks 1000000000 is too far away",
         ("--pause-weeks", "2", "--resume"): (
             "Error: give one of --pause-until, --pause-weeks and --resume"
         ),

@@ -348,6 +348,28 @@ def test_a_bad_date_or_status_rejects_the_row_with_its_line(
     assert set(readers(project)) == {"carol@example.org"}
 
 
+def test_a_date_past_year_9999_in_utc_rejects_the_row_not_the_import(
+    cli: Cli, project: Path, tmp_path: Path
+) -> None:
+    """9999-12-31T23:59:59-12:00 parses, and is year 10000 in UTC: a row error, not a crash."""
+    exported = cli("subscribers", "export").stdout.strip()
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_text(
+        f"{exported}\n"
+        "ann@example.org,,active,cli,2026-01-01T00:00:00+00:00,,,,,,every,"
+        "9999-12-31T23:59:59-12:00,\n"
+        "bob@example.org,,active,cli,9999-12-31T23:30:00-01:00,,,,,,every,,\n"
+        "carol@example.org,,active,cli,2026-01-01T00:00:00+00:00,,,,,,every,,\n"
+    )
+    result = cli("subscribers", "import", str(csv_file))
+    assert result.stderr.splitlines()[-2:] == [
+        "line 2: the pause's end '9999-12-31T23:59:59-12:00' is not a date that can be kept",
+        "line 3: the joining date '9999-12-31T23:30:00-01:00' is not a date that can be kept",
+    ]
+    assert result.stdout.endswith("rejected 2 (lines 2, 3)\n")
+    assert set(readers(project)) == {"carol@example.org"}
+
+
 def test_import_dry_run_lists_likely_typos_and_changes_nothing(
     cli: Cli, project: Path, tmp_path: Path
 ) -> None:

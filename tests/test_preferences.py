@@ -364,3 +364,24 @@ def test_the_digest_and_welcome_emails_carry_the_manage_link(server: LiveServer)
         link = f'href="{settings.base_url}/preferences/TOKEN1"[^>]*>Manage your subscription'
         assert re.search(link, html), html
         assert f"a pause): {settings.base_url}/preferences/TOKEN1" in text
+
+
+def test_a_pause_to_the_end_of_9999_shows_east_of_utc(start_server, db: Database) -> None:
+    """An imported pause may end at 9999-12-31T23:00Z; in Auckland that is past year 9999,
+    which must not take the reader's page down (the day is then given as UTC's)."""
+    server = start_server(TIMEZONE="Pacific/Auckland")
+    (server.settings.directory / "topics.toml").write_text(TOPICS)
+    ann = store.add_subscriber(db, ANN, "Ann Archer")
+    set_pause(db, ann.id, "9999-12-31T23:00:00+00:00")
+    token = reader_tokens(server.settings, db).unsubscribe(ann.public_id)
+    with client(server) as browser:
+        page = browser.get(f"/preferences/{token}")
+        assert page.status_code == 200, page.text
+        assert "Keep my pause (until 31 December 9999)" in page.text
+        csrf = open_page(browser, token)
+        saved = browser.post(
+            f"/preferences/{token}", data=form(csrf, topic="practice", pause="keep")
+        )
+    assert saved.status_code == 200, saved.text
+    assert "Nothing until 31 December 9999" in saved.text
+    assert choices(db, ann) == ("active", "every", "9999-12-31T23:00:00+00:00", ("practice",))

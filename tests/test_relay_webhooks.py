@@ -352,3 +352,22 @@ def test_a_postmark_spam_complaint_by_webhook_unsubscribes_the_reader(
     response = httpx.post(f"{url}/webhooks/postmark", json=complaint, auth=("newsletter", PASSWORD))
     assert (response.status_code, response.json()) == (200, {"applied": ["unsubscribed"]})
     assert readers(project) == {ann: ("active", None), bob: ("unsubscribed", "complaint")}
+
+
+def test_deeply_nested_json_is_refused_not_a_server_error(
+    project: Path, cli: Cli, replay: ReplayServer, serve
+) -> None:
+    """50,000 open brackets fit in the 64 KB body limit and overflow json's recursion."""
+    use_postmark(project, replay)
+    write_env(project, POSTMARK_WEBHOOK_PASSWORD=PASSWORD)
+    ann, bob = with_readers(project, 2)
+    url, _ = serve()
+    deep = b"[" * 50_000
+    headers = {"content-type": "application/json"}
+    ses = httpx.post(f"{url}/webhooks/ses", content=deep, headers=headers)
+    assert (ses.status_code, ses.json()) == (403, {"error": "not an SNS message"})
+    postmark = httpx.post(
+        f"{url}/webhooks/postmark", content=deep, headers=headers, auth=("newsletter", PASSWORD)
+    )
+    assert (postmark.status_code, postmark.json()) == (400, {"error": "not JSON"})
+    assert readers(project) == {ann: ("active", None), bob: ("active", None)}

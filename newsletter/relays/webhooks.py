@@ -82,7 +82,7 @@ def sns_reports(
     failure is a RelayError) and carries none, as does an unsubscribe confirmation."""
     try:
         message = json.loads(body)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # deep nesting fits in the body limit
         raise WebhookRefused("not an SNS message") from e
     if not isinstance(message, dict):
         raise WebhookRefused("not an SNS message")
