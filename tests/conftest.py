@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.policy
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -313,3 +314,9 @@ def start_server(smtp_project: Path) -> Iterator[Callable[..., LiveServer]]:
 @pytest.fixture
 def live_server(start_server: Callable[..., LiveServer]) -> LiveServer:
     return start_server()
+
+
+def as_from_a_terminal() -> None:
+    """preexec_fn for a child that is sent Ctrl-C: a shell's background job (CI started with
+    `&`, nohup) ignores SIGINT and its children inherit that; a terminal's command does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,7 +19,7 @@ from newsletter.config import load_settings
 from newsletter.posts import find_post
 from newsletter.sender import send_post
 
-from .conftest import Cli, SmtpSink, add_readers, write_env
+from .conftest import Cli, SmtpSink, add_readers, as_from_a_terminal, write_env
 
 SLUG = "ofsted-joint-inspections"
 
@@ -178,6 +178,7 @@ def _newsletter(project: Path, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal would make it
+        preexec_fn=as_from_a_terminal,
     )
 
 

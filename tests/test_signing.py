@@ -23,7 +23,7 @@ from newsletter.sender import prepare_issue
 from newsletter.signing import Prepared, signing_pool
 from newsletter.verp import verp_for
 
-from .conftest import Cli, SmtpSink, write_env
+from .conftest import Cli, SmtpSink, as_from_a_terminal, write_env
 from .test_dkim import use_new_key
 
 NAMES = ["Ann Lee", "Zoë Ångström", "Ann  Lee", "O'Brien, Pat", "", "李小龍", "x" * 100]
@@ -219,6 +219,7 @@ def test_ctrl_c_while_a_signing_process_starts_neither_kills_it_nor_prints_a_tra
         text=True,
         timeout=60,
         start_new_session=True,  # its own process group, as a terminal would make it
+        preexec_fn=as_from_a_terminal,
     )
     assert done.stdout.split() == ["interrupted", "signed"], done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
