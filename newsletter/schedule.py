@@ -41,6 +41,11 @@ def post_for_send(
     found = all_posts(settings)
     archived = store.archived_slugs(db)
     if slug is None:
+        if found.broken:  # it may be the newest: never send an older one in its place
+            raise PostError(
+                f"{found.broken[0].error}; `send` without a slug means the newest post, which"
+                " this file may be: fix it, or name the post to send"
+            )
         due = found.due(now)
         if due and all(p.slug in archived for p in due):
             return None

@@ -386,6 +386,21 @@ def test_a_broken_post_beside_good_ones_stops_nothing(
     assert alone.stderr.startswith("Error: broken.md: broken front matter (line 3)")
 
 
+def test_a_plain_send_beside_a_broken_post_sends_nothing_and_names_the_file(
+    blog: Path, cli: Cli, smtp_sink: SmtpSink
+) -> None:
+    """The broken file may be the post just written: a plain send must not mail an older one
+    in its place, nor say there is nothing to do."""
+    (blog / "posts" / "new.md").write_text("---\ntitle: [unclosed\ndate: 2099-01-01\n---\nx\n")
+    cli("subscribers", "add", READER)
+    refused = cli("send", "--yes", ok=False)
+    assert refused.stderr.startswith("Error: new.md: broken front matter (line 3)")
+    assert "name the post to send" in refused.stderr and "Traceback" not in refused.stderr
+    assert smtp_sink.received == []
+    cli("send", "old-post", "--yes")  # a named post still goes
+    assert subjects(smtp_sink) == ["An older post"]
+
+
 # --- the feed -------------------------------------------------------------------------------
 
 
