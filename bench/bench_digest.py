@@ -28,9 +28,14 @@ from bench_send import Lists, Measured, Sink, fresh_list, make_project, newslett
 
 POSTS = ("monday", "tuesday", "wednesday", "thursday", "friday")
 TOPICS = '[inspections]\ntitle = "Inspections"\n\n[practice]\ntitle = "Practice"\n'
-BODY = "The opening paragraph of the post, a few lines long, as a digest quotes it.\n\n" + (
-    "A paragraph of the rest of the post, which only the post's own email carries. " * 6 + "\n\n"
-) * 8
+BODY = (
+    "The opening paragraph of the post, a few lines long, as a digest quotes it.\n\n"
+    + (
+        "A paragraph of the rest of the post, which only the post's own email carries. " * 6
+        + "\n\n"
+    )
+    * 8
+)
 
 
 def week_project(root: Path, port: int) -> Path:

@@ -91,6 +91,24 @@ def test_dropped_connection_is_temporary_and_reconnects(
     assert smtp_sink.connections == 2 and len(smtp_sink.received) == 1
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "step-by-step"])
+def test_a_server_that_stops_answering_times_out(
+    smtp_sink: SmtpSink, tmp_path: Path, pipelining: bool
+) -> None:
+    """A server silent after the message text: after NEWSLETTER_SMTP_TIMEOUT the delivery is a
+    lost connection that says it timed out (temporary: tried again), and the next message
+    goes over a new connection."""
+    smtp_sink.pipelining = pipelining
+    smtp_sink.stall_every, smtp_sink.stall_seconds = 1, 5.0
+    smtp = transport(smtp_sink, tmp_path, SMTP_TIMEOUT="0.3")
+    with pytest.raises(DeliveryRefused, match="timed out") as lost:
+        smtp.send(envelope())
+    assert lost.value.permanent is False and "connection lost" in lost.value.reply
+    smtp_sink.stall_every = 0
+    smtp.send(envelope())
+    assert smtp_sink.connections == 2 and len(smtp_sink.received) == 1
+
+
 def test_reconnects_after_the_messages_per_connection_cap(
     smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
