@@ -97,20 +97,12 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-def run_measured(
-    command: list[str], env: dict[str, str] | None = None, cpus: str | None = None
-) -> tuple[str, float, float]:
-    """Run to the end; (stdout, wall seconds, peak MB of the process tree)."""
-    output, wall, peak, _ = run_measured_cpu(command, env, cpus)
-    return output, wall, peak
-
-
 def children_cpu_seconds() -> float:
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime
 
 
-def run_measured_cpu(
+def run_measured(
     command: list[str], env: dict[str, str] | None = None, cpus: str | None = None
 ) -> tuple[str, float, float, float]:
     """Run to the end; (stdout, wall seconds, peak MB of the process tree, CPU seconds)."""
@@ -140,7 +132,7 @@ def newsletter_env() -> dict[str, str]:
 def newsletter(project: Path, *args: str, cpus: str | None = None) -> Measured:
     """`newsletter ARGS` in its own process. For a send, `seconds` is the send's own time
     from its summary line (interpreter start and rendering excluded, as for the ceiling)."""
-    output, wall, peak, cpu = run_measured_cpu(
+    output, wall, peak, cpu = run_measured(
         [sys.executable, "-m", "newsletter", "-C", str(project), *args],
         env=newsletter_env(),
         cpus=cpus,
@@ -158,10 +150,6 @@ def newsletter(project: Path, *args: str, cpus: str | None = None) -> Measured:
 
 
 # --- sinks ----------------------------------------------------------------------------------
-
-
-def usable_cores_here() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def free_port() -> int:
@@ -423,7 +411,9 @@ def dkim_section(root: Path, lists: Lists, readers: int) -> None:
     table(rows, base, "ratio: to the faster unsigned run")
     # Where the signing goes: the CPU of the send (its signing processes too) and of the sink,
     # per message and as cores kept busy over the run's wall time (start-up included).
-    cores = usable_cores_here()
+    from newsletter.parallel import usable_cores
+
+    cores = usable_cores()
     for row, sink_seconds in zip(rows, sink_cpu, strict=True):
         busy = (row.cpu_seconds + sink_seconds) / row.wall_seconds
         print(
@@ -580,7 +570,7 @@ def memory(root: Path, lists: Lists, big: int) -> None:
                 fresh_list(project, lists, count)
                 if args[0] == "log":
                     log_everyone_sent(project / "newsletter.db")
-                _, wall, peak = run_measured(
+                _, wall, peak, _ = run_measured(
                     [sys.executable, "-m", "newsletter", "-C", str(project), *args],
                     env=newsletter_env(),
                 )
